@@ -1,0 +1,1 @@
+"""LoRA fine-tuning of the VLM from the corrections dataset (shipped as `napari_fracto.training`)."""
