@@ -1,0 +1,186 @@
+"""Folders of images through one backend, several requests in flight, results written as they come.
+
+Each finished image is appended to the JSONL file at once (and flushed), so an interrupted batch keeps
+everything it finished; a file that cannot be read or analysed is reported and skipped.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from napari_fracto.findings import AnalysisContext, AnalysisResult
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from napari_fracto.backends.base import Backend
+
+IMAGE_SUFFIXES = {".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp", ".npy", ".npz", ".h5", ".hdf5", ".cxi"}
+CSV_COLUMNS = ["source", "label", "confidence", "x1", "y1", "x2", "y2", "backend", "model", "adapter"]
+
+
+@dataclass
+class BatchSummary:
+    analysed: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    results: list[AnalysisResult] = field(default_factory=list)
+
+
+def iter_image_files(paths: Iterable[str | Path]) -> Iterator[Path]:
+    """Files given directly, and image files found (recursively, sorted) in folders given."""
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            yield from sorted(
+                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+            )
+        else:
+            yield path
+
+
+def load_analysis_images(path: Path, part: str = "phase") -> list[tuple[str, np.ndarray]]:
+    """The 2-D images (or RGB) in a file, named for the record: planes of a stack are separate images.
+
+    Uses the napari reader, so the CLI sees a file exactly as the viewer does. Complex data is split by the
+    reader into phase and amplitude layers; `part` picks which one is analysed.
+    """
+    from napari_fracto.io.readers import ReaderError, napari_get_reader
+
+    if not path.exists():
+        raise ReaderError(f"{path}: no such file.")
+    reader = napari_get_reader(str(path))
+    if reader is None:
+        raise ReaderError(f"{path}: not a format napari-fracto reads ({', '.join(sorted(IMAGE_SUFFIXES))}).")
+    images: list[tuple[str, Any]] = []
+    layers = [layer for layer in reader(str(path)) if (layer[2] if len(layer) > 2 else "image") == "image"]
+    names = [str(layer[1].get("name", "")) if len(layer) > 1 else "" for layer in layers]
+    has_parts = any(n.endswith((" phase", " amplitude")) for n in names)
+    for layer, name in zip(layers, names, strict=True):
+        data = layer[0]
+        kwargs = layer[1] if len(layer) > 1 else {}
+        if "probe" in name.lower() or (has_parts and not name.endswith(f" {part}")):
+            continue
+        rgb = bool(kwargs.get("rgb", False))
+        spatial = 3 if rgb else 2
+        label = f"{path}" if len(layers) == 1 or not name else f"{path} [{name}]"
+        if data.ndim <= spatial:
+            images.append((label, data))
+        else:
+            flat = data.reshape((-1, *data.shape[-spatial:]))
+            images.extend((f"{label} [plane {i}]", flat[i]) for i in range(flat.shape[0]))
+    if not images:
+        raise ReaderError(f"{path}: holds no image napari-fracto can analyse.")
+    return images
+
+
+def run_batch(
+    paths: Iterable[str | Path],
+    *,
+    backend: Backend,
+    task: str,
+    out_jsonl: Path | None = None,
+    out_csv: Path | None = None,
+    concurrency: int = 1,
+    context: AnalysisContext | None = None,
+    part: str = "phase",
+    on_progress: Callable[[int, int], None] | None = None,
+    on_failure: Callable[[str, str], None] | None = None,
+    cancel: threading.Event | None = None,
+    **analyze_options: Any,
+) -> BatchSummary:
+    """Analyse every image under `paths`; `concurrency` requests in flight (server backends batch them)."""
+    from napari_fracto.analysis import analyze_array
+
+    files = list(iter_image_files(paths))
+    summary = BatchSummary()
+    lock = threading.Lock()
+    jsonl = open(out_jsonl, "a", encoding="utf-8") if out_jsonl else None  # noqa: SIM115
+
+    def fail(source: str, message: str) -> None:
+        with lock:
+            summary.failures.append((source, message))
+        if on_failure:
+            on_failure(source, message)
+
+    def work(path: Path) -> list[AnalysisResult]:
+        results = []
+        for source, array in load_analysis_images(path, part):
+            if cancel is not None and cancel.is_set():
+                break
+            try:
+                results.append(
+                    analyze_array(
+                        array,
+                        task=task,
+                        backend=backend,
+                        context=context,
+                        source=source,
+                        cancel=cancel,
+                        **analyze_options,
+                    )
+                )
+            except (ValueError, RuntimeError) as exc:  # one bad plane does not sink its file
+                fail(source, str(exc))
+        return results
+
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+            pending: dict[Future, Path] = {}
+            queue = iter(files)
+            done_count = 0
+
+            def refill() -> None:
+                while len(pending) < max(1, concurrency) * 2:
+                    path = next(queue, None)
+                    if path is None or (cancel is not None and cancel.is_set()):
+                        return
+                    pending[pool.submit(work, path)] = path
+
+            refill()
+            while pending:
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    path = pending.pop(future)
+                    try:
+                        results = future.result()
+                    except Exception as exc:  # a bad file is reported and skipped, never the end of the batch
+                        fail(str(path), str(exc) or type(exc).__name__)
+                        results = []
+                    for result in results:
+                        summary.results.append(result)
+                        summary.analysed += 1
+                        if jsonl:
+                            jsonl.write(json.dumps(result.to_record()) + "\n")
+                            jsonl.flush()
+                    done_count += 1
+                    if on_progress:
+                        on_progress(done_count, len(files))
+                refill()
+    finally:
+        if jsonl:
+            jsonl.close()
+    if out_csv:
+        write_csv(summary.results, out_csv)
+    return summary
+
+
+def write_csv(results: Iterable[AnalysisResult], path: Path) -> None:
+    """One row per finding (box columns empty for image-level labels); images with no finding get one row."""
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(CSV_COLUMNS)
+        for r in results:
+            meta = [r.backend, r.model, r.adapter or ""]
+            if not r.findings:
+                writer.writerow([r.source, "", "", "", "", "", "", *meta])
+            for f in r.findings:
+                box = f.box.as_list() if f.box else ["", "", "", ""]
+                conf = "" if f.confidence is None else f"{f.confidence:.3f}"
+                writer.writerow([r.source, f.label, conf, *box, *meta])

@@ -1,0 +1,190 @@
+"""`napari-fracto`: the command line for batches, datasets, training and evaluation.
+
+Sub-commands live in their own modules and register themselves here; heavy imports happen only once a
+sub-command runs, so `napari-fracto --help` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from napari_fracto import __version__
+from napari_fracto.findings import AnalysisContext
+from napari_fracto.settings import BackendSettings, load_settings
+
+
+def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags shared by every sub-command that talks to a model; unset flags fall back to saved settings."""
+    group = parser.add_argument_group("backend (defaults: the settings saved by the Analyze widget)")
+    group.add_argument("--backend", choices=["transformers", "openai"], help="local model or a server")
+    group.add_argument("--model", help="hub id or local directory (transformers); served model name (openai)")
+    group.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
+    group.add_argument("--adapter", help="LoRA adapter directory (transformers) or served LoRA name (vLLM)")
+    group.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"])
+    group.add_argument("--dtype", choices=["auto", "bfloat16", "float16", "float32"])
+    group.add_argument("--max-image-tokens", type=int, help="image-token budget per image (32x32 px a token)")
+    group.add_argument("--max-new-tokens", type=int, help="longest answer, in tokens")
+    group.add_argument("--timeout", type=float, dest="timeout_s", help="seconds per request (openai)")
+    group.add_argument("--api-key-env", help="environment variable holding the API key (never a flag)")
+    group.add_argument("--trust-remote-code", action="store_true", default=None)
+    group.add_argument(
+        "--allow-remote", action="store_true", help="send images to a non-local server without asking"
+    )
+
+
+def settings_from_args(args: argparse.Namespace) -> BackendSettings:
+    settings = load_settings()
+    overrides = {
+        "kind": args.backend,
+        "model": args.model,
+        "base_url": args.base_url,
+        "adapter": args.adapter,
+        "device": args.device,
+        "dtype": args.dtype,
+        "max_image_tokens": args.max_image_tokens,
+        "max_new_tokens": args.max_new_tokens,
+        "timeout_s": args.timeout_s,
+        "api_key_env": args.api_key_env,
+        "trust_remote_code": args.trust_remote_code,
+    }
+    if args.backend == "openai" and args.model is None and settings.kind != "openai":
+        overrides["model"] = ""  # the local default model id means nothing to a server
+    data = settings.model_dump() | {k: v for k, v in overrides.items() if v is not None}
+    return BackendSettings.model_validate(data)
+
+
+def confirm_remote(settings: BackendSettings, allow_remote: bool) -> bool:
+    """Unpublished images leave the machine only when the user says so (a flag, or a yes at the prompt)."""
+    if settings.kind != "openai":
+        return True
+    from napari_fracto.backends.openai_backend import remote_warning
+
+    warning = remote_warning(settings.base_url or None)
+    if warning is None or allow_remote:
+        if warning:
+            print(f"note: {warning}", file=sys.stderr)
+        return True
+    print(warning, file=sys.stderr)
+    if not sys.stdin.isatty():
+        print("Refusing without --allow-remote (no terminal to ask).", file=sys.stderr)
+        return False
+    return input("Send the images? [y/N] ").strip().lower() in {"y", "yes"}
+
+
+def _add_analyze_parser(subparsers) -> None:
+    p = subparsers.add_parser("analyze", help="analyse images and folders, write findings as JSONL/CSV")
+    p.add_argument("paths", nargs="+", type=Path, help="image files and folders (searched recursively)")
+    p.add_argument("--task", required=True, help="fracture or ptychography (or a user vocabulary)")
+    p.add_argument("--out", type=Path, help="append one JSON record per image to this file")
+    p.add_argument("--csv", type=Path, help="write one row per finding to this CSV file")
+    p.add_argument("--concurrency", type=int, default=1, help="requests in flight (servers batch them)")
+    p.add_argument("--tiles", type=int, default=1, help="split each image into N x N tiles")
+    p.add_argument("--part", choices=["phase", "amplitude"], default="phase", help="for complex data")
+    p.add_argument("--advice", action="store_true", help="ptychography: also ask for reconstruction advice")
+    p.add_argument("--material", default="")
+    p.add_argument("--sample-type", default="")
+    p.add_argument("--magnification", default="")
+    p.add_argument("--notes", default="")
+    add_backend_arguments(p)
+    p.set_defaults(handler=_run_analyze)
+
+
+def _run_analyze(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from napari_fracto.backends.factory import make_backend
+    from napari_fracto.batch import run_batch
+    from napari_fracto.vocabulary import load_vocabulary
+
+    try:
+        load_vocabulary(args.task)
+    except (KeyError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    settings = settings_from_args(args)
+    if settings.kind == "openai" and not settings.model:
+        print(
+            "error: --model is required with --backend openai (the name the server serves)", file=sys.stderr
+        )
+        return 2
+    if not confirm_remote(settings, args.allow_remote):
+        return 2
+    backend = make_backend(settings)
+    context = AnalysisContext(args.material, args.sample_type, args.magnification, args.notes)
+    bar = tqdm(unit="file", desc="analyse", file=sys.stderr, dynamic_ncols=True)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    def failure(source: str, message: str) -> None:
+        tqdm.write(f"skipped {source}: {message}", file=sys.stderr)
+
+    try:
+        summary = run_batch(
+            args.paths,
+            backend=backend,
+            task=args.task,
+            out_jsonl=args.out,
+            out_csv=args.csv,
+            concurrency=args.concurrency,
+            context=context,
+            part=args.part,
+            on_progress=progress,
+            on_failure=failure,
+            tiles=args.tiles,
+            advice=args.advice,
+            max_image_tokens=settings.max_image_tokens,
+            max_new_tokens=settings.max_new_tokens,
+        )
+    finally:
+        bar.close()
+        backend.close()
+    if args.out is None and args.csv is None:
+        for result in summary.results:
+            labels = ", ".join(result.labels) or "(nothing found)"
+            print(f"{result.source}\t{labels}")
+    print(f"{summary.analysed} image(s) analysed, {len(summary.failures)} failed.", file=sys.stderr)
+    return 1 if summary.failures else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="napari-fracto",
+        description="Vision-language models for fractographs and ptychography reconstructions.",
+    )
+    parser.add_argument("--version", action="version", version=f"napari-fracto {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_analyze_parser(subparsers)
+    for module_name in EXTRA_COMMANDS:
+        module = __import__(module_name, fromlist=["add_parser"])
+        module.add_parser(subparsers)
+    return parser
+
+
+# Sub-command modules with an `add_parser(subparsers)` that sets `handler`; imported cheaply (argparse only).
+EXTRA_COMMANDS: list[str] = []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.handler(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""Backend settings that persist between sessions, in the platform's config directory.
+
+The API key is deliberately not a field: it comes from the environment or is typed into the widget and
+lives only in memory, so it can never be written to disk with the settings.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from napari_fracto.paths import atomic_write_text, config_dir
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_LOCAL_MODEL = "Qwen/Qwen3-VL-2B-Instruct"
+SETTINGS_FILE = "backend.json"
+
+
+class BackendSettings(BaseModel):
+    """Which model answers, and how. Extra keys (for example an API key) are refused."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    kind: Literal["transformers", "openai"] = "transformers"
+    model: str = DEFAULT_LOCAL_MODEL
+    base_url: str = ""
+    adapter: str = ""
+    device: Literal["auto", "cuda", "mps", "cpu"] = "auto"
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    max_image_tokens: int = Field(1024, ge=16, le=16384)
+    max_new_tokens: int = Field(512, ge=8, le=8192)
+    timeout_s: float = Field(120.0, gt=0)
+    api_key_env: str = "OPENAI_API_KEY"
+    trust_remote_code: bool = False
+
+
+def settings_path() -> Path:
+    return config_dir() / SETTINGS_FILE
+
+
+def load_settings(path: Path | None = None) -> BackendSettings:
+    """The saved settings, or the defaults when none are saved or the file is unreadable (logged)."""
+    path = path or settings_path()
+    if not path.exists():
+        return BackendSettings()
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        data.pop("api_key", None)  # never trust a key that somebody put in the file by hand
+        return BackendSettings.model_validate(data)
+    except (OSError, ValueError, ValidationError) as exc:
+        logger.warning("Ignoring unreadable settings file %s (%s); using defaults.", path, exc)
+        return BackendSettings()
+
+
+def save_settings(settings: BackendSettings, path: Path | None = None) -> Path:
+    path = path or settings_path()
+    atomic_write_text(path, settings.model_dump_json(indent=2))
+    return path
