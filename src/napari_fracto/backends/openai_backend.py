@@ -1,0 +1,384 @@
+"""Any OpenAI-compatible chat endpoint as a backend: OpenAI, Gemini, vLLM, `transformers serve`.
+
+Retries, error messages and the "server ignores structured output" fallback live here so the widget,
+CLI and batch runner all get the same behaviour. The API key is never put in a message, log line or repr.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import io
+import ipaddress
+import logging
+import os
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from napari_fracto.backends.base import BackendError, CancelledError, VLMReply, VLMRequest
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+log = logging.getLogger(__name__)
+
+OPENAI_DEFAULT_URL = "https://api.openai.com/v1"
+GEMINI_HOST = "generativelanguage.googleapis.com"
+# Local servers (vLLM, transformers serve) accept any key, but the client refuses to send none.
+DUMMY_KEY = "not-needed"
+# A server asking us to wait longer than this is out of quota, not briefly busy: give up and say so.
+MAX_RETRY_AFTER_S = 60.0
+# How servers phrase "no such model" in a 400 (transformers serve, vLLM) rather than a 404.
+_MODEL_MISSING_HINTS = ("not found", "does not exist", "not served", "unknown", "invalid model", "not loaded")
+_LOCAL_SUFFIXES = (".localhost", ".local", ".internal", ".lan", ".home.arpa")
+
+# Endpoints ((base_url, model) pairs) that rejected a request parameter; shared by every backend
+# instance so a widget that re-creates its backend does not pay the failed request again.
+_REJECTED: dict[tuple[str, str], set[str]] = {}
+_REJECTED_LOCK = threading.Lock()
+
+
+def _host(base_url: str | None) -> str:
+    return (urlsplit(base_url or OPENAI_DEFAULT_URL).hostname or "").lower()
+
+
+def is_remote(base_url: str | None) -> bool:
+    """True when images sent to `base_url` leave this computer and its local network.
+
+    Loopback, private, link-local addresses and single-label or `.local`-style host names are local;
+    every other host (and the default OpenAI URL) is remote. No DNS look-up, so it is instant offline.
+    """
+    host = _host(base_url)
+    if not host:
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return not (host == "localhost" or "." not in host or host.endswith(_LOCAL_SUFFIXES))
+    return not (address.is_loopback or address.is_private or address.is_link_local)
+
+
+def remote_warning(base_url: str | None) -> str | None:
+    """Text to show before sending images to a non-local host; None when the server is local."""
+    if not is_remote(base_url):
+        return None
+    return (
+        f"Images will be sent to {_host(base_url) or base_url}, a server outside this computer and its "
+        "local network. Do not send unpublished or confidential images unless you are allowed to share "
+        "them with that provider; use a local server (vLLM, `transformers serve`) or the local "
+        "transformers backend to keep them here."
+    )
+
+
+def image_data_url(image: Image) -> str:
+    """A PIL image as a base64 PNG data URL (lossless, accepted by every OpenAI-compatible server)."""
+    if image.mode not in ("RGB", "L"):
+        image = image.convert("RGB")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def to_openai_messages(request: VLMRequest) -> list[dict[str, Any]]:
+    """The neutral turns as chat messages: text parts and images as `image_url` data URLs."""
+    messages: list[dict[str, Any]] = []
+    for turn in request.turns:
+        if all(isinstance(p, str) for p in turn.parts) and turn.role != "user":
+            # Some servers accept only a plain string for system and assistant turns.
+            messages.append({"role": turn.role, "content": "\n".join(turn.parts)})  # type: ignore[arg-type]
+            continue
+        content = [
+            {"type": "text", "text": p}
+            if isinstance(p, str)
+            else {"type": "image_url", "image_url": {"url": image_data_url(p)}}
+            for p in turn.parts
+        ]
+        messages.append({"role": turn.role, "content": content})
+    return messages
+
+
+def _response_format(schema: dict[str, Any]) -> dict[str, Any]:
+    """Wrap a bare JSON schema as OpenAI's `json_schema` response format (already wrapped ones pass)."""
+    if "schema" in schema and "name" in schema:
+        return {"type": "json_schema", "json_schema": schema}
+    return {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}}
+
+
+def _retry_after(headers: Any) -> float | None:
+    """Seconds the server asked us to wait (`retry-after-ms`, `retry-after` seconds or HTTP date)."""
+    if headers is None:
+        return None
+    try:
+        if (ms := headers.get("retry-after-ms")) is not None:
+            return max(0.0, float(ms) / 1000)
+        value = headers.get("retry-after")
+        if value is None:
+            return None
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            when = email.utils.parsedate_to_datetime(value)
+            return max(0.0, when.timestamp() - time.time())
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+class _Retry(Exception):
+    """Internal: this attempt failed in a way worth retrying."""
+
+    def __init__(self, message: str, wait: float | None = None) -> None:
+        super().__init__(message)
+        self.wait = wait
+
+
+class OpenAIBackend:
+    """A model behind an OpenAI-compatible `/v1/chat/completions` endpoint.
+
+    `adapter` is the name under which the server serves a LoRA adapter (vLLM `--lora-modules
+    NAME=PATH`); requests then ask for that name. Safe to call `generate` from several threads.
+    """
+
+    name = "openai"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        timeout: float = 120.0,
+        max_retries: int = 3,
+        adapter: str | None = None,
+        use_json_schema: bool = True,
+        retry_backoff: float = 1.0,
+    ) -> None:
+        if not model or not str(model).strip():
+            raise BackendError("no model name given: set the model the server serves (e.g. gpt-4o-mini)")
+        if timeout <= 0:
+            raise BackendError(f"timeout must be positive, got {timeout}")
+        if max_retries < 0:
+            raise BackendError(f"max_retries must be 0 or more, got {max_retries}")
+        self.model = str(model).strip()
+        self.adapter = adapter
+        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_DEFAULT_URL).rstrip("/")
+        parts = urlsplit(self.base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise BackendError(
+                f"base URL {self.base_url!r} is not an http(s) URL: use e.g. http://127.0.0.1:8000/v1"
+            )
+        self.timeout = float(timeout)
+        self.max_retries = int(max_retries)
+        self.use_json_schema = use_json_schema
+        self.retry_backoff = float(retry_backoff)
+        self._key_env = "GEMINI_API_KEY" if _host(self.base_url) == GEMINI_HOST else "OPENAI_API_KEY"
+        key = api_key or os.environ.get(self._key_env) or os.environ.get("OPENAI_API_KEY")
+        if not key:
+            if is_remote(self.base_url):
+                raise BackendError(
+                    f"no API key for {_host(self.base_url)}: set {self._key_env} in the environment "
+                    "or enter the key in the backend settings"
+                )
+            key = DUMMY_KEY
+        self._secret = key
+        import openai
+
+        # Retries are ours (cancel-aware, Retry-After capped), so the client must not retry as well.
+        self._client = openai.OpenAI(base_url=self.base_url, api_key=key, timeout=self.timeout, max_retries=0)
+
+    @property
+    def served_model(self) -> str:
+        """The model name sent in requests: the adapter's served name when one is set."""
+        return self.adapter or self.model
+
+    def __repr__(self) -> str:
+        return f"OpenAIBackend(model={self.served_model!r}, base_url={self.base_url!r})"
+
+    def close(self) -> None:
+        self._client.close()
+
+    # -- secrets ---------------------------------------------------------------------------------------
+
+    def _redact(self, text: str) -> str:
+        """Remove the key from text that came from a server (some echo it in error messages)."""
+        if self._secret and self._secret != DUMMY_KEY:
+            text = text.replace(self._secret, "***")
+        return text
+
+    def _server_message(self, exc: Any) -> str:
+        body = getattr(exc, "body", None)
+        message: Any = None
+        if isinstance(body, dict):
+            error = body.get("error")
+            message = (error.get("message") if isinstance(error, dict) else error) or body.get("detail")
+            message = message or body.get("message")
+        if not message:
+            message = getattr(exc, "message", None) or str(exc)
+        text = " ".join(str(message).split())
+        return self._redact(text[:400])
+
+    # -- rejected parameters (per endpoint) --------------------------------------------------------------
+
+    def _rejected(self) -> set[str]:
+        with _REJECTED_LOCK:
+            return set(_REJECTED.get((self.base_url, self.served_model), ()))
+
+    def _reject(self, parameter: str) -> None:
+        with _REJECTED_LOCK:
+            _REJECTED.setdefault((self.base_url, self.served_model), set()).add(parameter)
+        log.info("%s rejected %s; sending requests without it from now on", self.base_url, parameter)
+
+    def _params(self, request: VLMRequest, messages: list[dict[str, Any]]) -> dict[str, Any]:
+        rejected = self._rejected()
+        params: dict[str, Any] = {
+            "model": self.served_model,
+            "messages": messages,
+            "temperature": request.temperature,
+        }
+        tokens_key = "max_completion_tokens" if "max_tokens" in rejected else "max_tokens"
+        params[tokens_key] = request.max_new_tokens
+        if self.use_json_schema and request.json_schema and "response_format" not in rejected:
+            params["response_format"] = _response_format(request.json_schema)
+        return params
+
+    # -- the request -------------------------------------------------------------------------------------
+
+    def generate(self, request: VLMRequest) -> VLMReply:
+        """Send one chat request; retry 429/5xx/timeouts with backoff; raise BackendError with advice."""
+        if not request.turns:
+            raise BackendError("empty request: the prompt has no turns")
+        start = time.perf_counter()
+        messages = to_openai_messages(request)
+        attempt = 0
+        while True:
+            self._check_cancel(request)
+            try:
+                completion = self._attempt(request, messages)
+                break
+            except _Retry as retry:
+                if attempt >= self.max_retries:
+                    raise BackendError(f"{retry} (gave up after {attempt + 1} attempts)") from None
+                wait = retry.wait if retry.wait is not None else self.retry_backoff * 2**attempt
+                log.warning("%s; retrying in %.1f s (%d of %d)", retry, wait, attempt + 1, self.max_retries)
+                attempt += 1
+                if request.cancel is not None and request.cancel.wait(wait):
+                    raise CancelledError("cancelled while waiting to retry") from None
+                if request.cancel is None:
+                    time.sleep(wait)
+        reply = self._reply(completion, time.perf_counter() - start, attempt)
+        reply.extra["json_schema_sent"] = bool(
+            self.use_json_schema and request.json_schema and "response_format" not in self._rejected()
+        )
+        return reply
+
+    @staticmethod
+    def _check_cancel(request: VLMRequest) -> None:
+        if request.cancel is not None and request.cancel.is_set():
+            raise CancelledError("cancelled")
+
+    def _attempt(self, request: VLMRequest, messages: list[dict[str, Any]]) -> Any:
+        """One request, re-sent at once without a parameter the server rejected. Raises _Retry or
+        BackendError; the error is raised outside the `except` so no openai exception (whose text may
+        hold server-echoed secrets) is chained to it."""
+        import openai
+
+        for _ in range(3):  # at most: as is, without response_format, with max_completion_tokens
+            params = self._params(request, messages)
+            problem: BackendError | _Retry | None = None
+            try:
+                return self._client.chat.completions.create(**params)
+            except (openai.BadRequestError, openai.UnprocessableEntityError) as exc:
+                text = self._server_message(exc)
+                lowered = text.lower()
+                if "response_format" in params and ("response_format" in lowered or "json_schema" in lowered):
+                    self._reject("response_format")
+                    continue
+                if "max_tokens" in params and "max_completion_tokens" in lowered:
+                    self._reject("max_tokens")
+                    continue
+                problem = self._bad_request(exc.status_code, text)
+            except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+                problem = BackendError(
+                    f"the API key was rejected by {self.base_url} (HTTP {exc.status_code}): check "
+                    f"{self._key_env} or the key in the backend settings ({self._server_message(exc)})"
+                )
+            except openai.NotFoundError as exc:
+                problem = BackendError(self._not_found_message(self._server_message(exc)))
+            except openai.RateLimitError as exc:
+                problem = self._rate_limited(exc)
+            except openai.APITimeoutError:
+                problem = _Retry(f"no answer from {self.base_url} within {self.timeout:g} s")
+            except openai.APIConnectionError as exc:
+                problem = self._connection_problem(exc)
+            except openai.APIStatusError as exc:
+                text = f"{self.base_url} answered HTTP {exc.status_code}: {self._server_message(exc)}"
+                problem = (
+                    _Retry(text, _retry_after(exc.response.headers))
+                    if exc.status_code >= 500
+                    else (BackendError(text))
+                )
+            raise problem
+        raise BackendError(f"{self.base_url} rejected the request's parameters repeatedly")
+
+    def _bad_request(self, status: int, text: str) -> BackendError:
+        lowered = text.lower()
+        if "model" in lowered and any(hint in lowered for hint in _MODEL_MISSING_HINTS):
+            return BackendError(self._not_found_message(text))
+        return BackendError(f"{self.base_url} rejected the request (HTTP {status}): {text}")
+
+    def _rate_limited(self, exc: Any) -> BackendError | _Retry:
+        wait = _retry_after(exc.response.headers)
+        text = f"{self.base_url} is rate limiting (HTTP 429): {self._server_message(exc)}"
+        if wait is not None and wait > MAX_RETRY_AFTER_S:
+            return BackendError(
+                f"{text}; it asks to wait {wait:.0f} s: try again later, lower the batch concurrency, "
+                "or check the account's quota"
+            )
+        return _Retry(text, wait)
+
+    def _connection_problem(self, exc: Any) -> BackendError | _Retry:
+        cause = exc.__cause__
+        if cause is not None and type(cause).__name__ == "ConnectError":
+            return BackendError(
+                f"no server at {self.base_url}: start it (for a local model: `transformers serve MODEL_DIR "
+                "--port 8000` or `vllm serve MODEL --port 8000`) or correct the base URL"
+            )
+        return _Retry(f"connection to {self.base_url} failed ({type(cause or exc).__name__})")
+
+    def _not_found_message(self, text: str) -> str:
+        served = self._served_models()
+        message = f"model {self.served_model!r} is not served at {self.base_url} ({text})"
+        if served:
+            return f"{message}; it serves: {', '.join(served[:20])}. Set the model name to one of them"
+        return f"{message}; check the model name and the base URL"
+
+    def _served_models(self) -> list[str]:
+        """The ids `/v1/models` lists, or [] when the server does not answer it."""
+        try:
+            return [m.id for m in self._client.with_options(timeout=10.0).models.list()]
+        except Exception as exc:  # any failure only means we cannot suggest names
+            log.debug("could not list models at %s: %s", self.base_url, type(exc).__name__)
+            return []
+
+    def _reply(self, completion: Any, seconds: float, retries: int) -> VLMReply:
+        choices = getattr(completion, "choices", None) or []
+        if not choices:
+            raise BackendError(f"{self.base_url} answered without any choices: is it a chat endpoint?")
+        choice = choices[0]
+        message = choice.message
+        usage = getattr(completion, "usage", None)
+        extra: dict[str, Any] = {
+            "served_model": getattr(completion, "model", None),
+            "finish_reason": choice.finish_reason,
+            "retries": retries,
+        }
+        if getattr(message, "refusal", None):
+            extra["refusal"] = self._redact(str(message.refusal))
+        return VLMReply(
+            text=message.content or "",
+            seconds=seconds,
+            prompt_tokens=getattr(usage, "prompt_tokens", None),
+            completion_tokens=getattr(usage, "completion_tokens", None),
+            extra=extra,
+        )
