@@ -1,0 +1,354 @@
+"""The napari reader: SEM/optical images and ptychography reconstructions, with their pixel sizes.
+
+TIFF goes through tifffile (8/16-bit, float, multi-page stacks; pixel size from Zeiss CZ_SEM, FEI/Thermo
+metadata, ImageJ or centimetre resolution tags), PNG/JPEG/BMP through Pillow, .npy/.npz/.h5/.hdf5/.cxi
+through numpy/h5py; ptychography products go to `napari_fracto.io.ptycho`. Complex arrays open as
+"<name> phase" and "<name> amplitude". Every failure is a `ReaderError` that says what to do, so a bad
+file gives a notification in napari rather than a traceback.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_fracto.io.ptycho import (
+    LayerDataTuple,
+    PtychoFormatError,
+    display_unit,
+    is_ptycho_file,
+    product_layers,
+    read_product,
+)
+
+ReaderFunction = Callable[[str | Sequence[str]], list[LayerDataTuple]]
+
+TIFF_SUFFIXES = {".tif", ".tiff"}
+PIL_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
+NUMPY_SUFFIXES = {".npy", ".npz"}
+HDF5_SUFFIXES = {".h5", ".hdf5", ".cxi"}
+SUPPORTED_SUFFIXES = TIFF_SUFFIXES | PIL_SUFFIXES | NUMPY_SUFFIXES | HDF5_SUFFIXES
+#: Generic containers (npz/HDF5) open at most this many image datasets as layers.
+MAX_GENERIC_LAYERS = 16
+#: TIFFs larger than this are memory-mapped when their layout allows it.
+MEMMAP_BYTES = 64 * 2**20
+
+_LENGTH_TO_M = {
+    "m": 1.0,
+    "mm": 1e-3,
+    "µm": 1e-6,
+    "μm": 1e-6,
+    "um": 1e-6,
+    "micron": 1e-6,
+    "nm": 1e-9,
+    "pm": 1e-12,
+}
+
+
+class ReaderError(ValueError):
+    """A file could not be opened; the message names the file and says what to do."""
+
+
+def napari_get_reader(path: str | Sequence[str]) -> ReaderFunction | None:
+    """npe2 reader hook: a reader for supported file names, else None so other readers can try."""
+    paths = [path] if isinstance(path, str | Path) else list(path)
+    if not paths or not all(Path(p).suffix.lower() in SUPPORTED_SUFFIXES for p in paths):
+        return None
+    return read_layers
+
+
+def read_layers(path: str | Sequence[str]) -> list[LayerDataTuple]:
+    """Read one or several files into napari layer data tuples (raises `ReaderError`)."""
+    paths = [path] if isinstance(path, str | Path) else list(path)
+    layers: list[LayerDataTuple] = []
+    for p in paths:
+        layers.extend(read_file(p))
+    return layers
+
+
+def read_file(path: str | Path) -> list[LayerDataTuple]:
+    """Read one file; any failure becomes a `ReaderError` naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ReaderError(f"{path} does not exist or is not a file")
+    if path.stat().st_size == 0:
+        raise ReaderError(f"{path.name} is empty (0 bytes); the copy or save probably failed")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in TIFF_SUFFIXES:
+            return read_tiff(path)
+        if suffix in PIL_SUFFIXES:
+            return read_pil(path)
+        if suffix in NUMPY_SUFFIXES | HDF5_SUFFIXES:
+            if suffix != ".npy" and is_ptycho_file(path):
+                return product_layers(read_product(path))
+            return read_numpy(path) if suffix in NUMPY_SUFFIXES else read_hdf5(path)
+    except ReaderError:
+        raise
+    except PtychoFormatError as exc:
+        raise ReaderError(f"{path.name}: {exc}") from exc
+    except MemoryError as exc:
+        raise ReaderError(
+            f"{path.name} is too large to load into memory; crop or bin it first (e.g. save a smaller "
+            "TIFF), or open an uncompressed TIFF which is memory-mapped"
+        ) from exc
+    except Exception as exc:  # a reader must never take napari down with an obscure traceback
+        raise ReaderError(
+            f"could not read {path.name}: {type(exc).__name__}: {exc}. The file may be truncated or corrupt; "
+            "try re-exporting it from the instrument software"
+        ) from exc
+    raise ReaderError(
+        f"{path.name}: unsupported file type {suffix!r}; supported: {', '.join(sorted(SUPPORTED_SUFFIXES))}"
+    )
+
+
+# --- TIFF ----------------------------------------------------------------------------------------
+
+
+def read_tiff(path: Path) -> list[LayerDataTuple]:
+    """A TIFF as one image layer (stacks along the leading axes), with the SEM pixel size if known."""
+    import tifffile
+
+    try:
+        tif = tifffile.TiffFile(path)
+    except (tifffile.TiffFileError, ValueError, OSError) as exc:
+        raise ReaderError(
+            f"{path.name} is not a valid TIFF ({exc}); the file is corrupt or not really a TIFF — "
+            "re-export it, or rename it if it is another format"
+        ) from exc
+    with tif:
+        if not tif.series:
+            raise ReaderError(f"{path.name} contains no images")
+        series = tif.series[0]
+        axes = series.axes
+        rgb = axes.endswith("S") and series.shape[-1] in (3, 4)
+        pixel, source = tiff_pixel_size(tif)
+        data = _tiff_data(path, tif, series)
+    if data.size == 0:
+        raise ReaderError(f"{path.name} contains an empty image (shape {data.shape})")
+    if np.iscomplexobj(data):
+        return complex_layers(data, path.stem, {"source_path": str(path)})
+    kwargs: dict[str, Any] = {"name": path.stem, "rgb": rgb}
+    metadata: dict[str, Any] = {"source_path": str(path), "tiff_axes": axes}
+    if pixel is not None:
+        kwargs.update(_physical_geometry(pixel, data.ndim - (1 if rgb else 0)))
+        metadata.update(pixel_size_m=pixel, pixel_size_source=source)
+    kwargs["metadata"] = metadata
+    return [(data, kwargs, "image")]
+
+
+def _tiff_data(path: Path, tif: Any, series: Any) -> np.ndarray:
+    """Memory-map big uncompressed TIFFs (a 16k x 16k SEM montage then costs no RAM), else read."""
+    import tifffile
+
+    if series.size * series.dtype.itemsize >= MEMMAP_BYTES:
+        try:
+            return tifffile.memmap(path, mode="r")
+        except (ValueError, OSError):
+            pass
+    try:
+        return series.asarray()
+    except (ValueError, OSError, EOFError, IndexError, KeyError) as exc:
+        raise ReaderError(
+            f"{path.name} is truncated or corrupt (its image data could not be decoded: {exc}); "
+            "re-export or re-copy the file"
+        ) from exc
+
+
+def tiff_pixel_size(tif: Any) -> tuple[tuple[float, float] | None, str]:
+    """((x, y) pixel size in metres, where it came from) from SEM metadata or resolution tags."""
+    sem = tif.sem_metadata if tif.is_sem else None
+    if sem:
+        entry = sem.get("ap_image_pixel_size") or sem.get("ap_pixel_size")
+        if entry and len(entry) >= 2 and isinstance(entry[1], int | float):
+            unit = entry[2] if len(entry) > 2 else "m"
+            metres = _to_metres(entry[1], unit)
+            if metres:
+                return (metres, metres), "Zeiss CZ_SEM ap_image_pixel_size"
+    fei = tif.fei_metadata if tif.is_fei else None
+    if fei:
+        for section in ("EScan", "Scan", "IScan"):
+            values = fei.get(section) or {}
+            x, y = values.get("PixelWidth"), values.get("PixelHeight", values.get("PixelWidth"))
+            if _positive(x) and _positive(y):
+                return (float(x), float(y)), f"FEI/Thermo metadata [{section}] PixelWidth"
+    page = tif.pages.first
+    ij = tif.imagej_metadata if tif.is_imagej else None
+    xres, yres = page.tags.valueof("XResolution"), page.tags.valueof("YResolution")
+    if xres and yres:
+        px_per_unit_x, px_per_unit_y = _ratio(xres), _ratio(yres)
+        if ij and ij.get("unit") and _to_metres(1.0, str(ij["unit"])) and px_per_unit_x and px_per_unit_y:
+            unit_m = _to_metres(1.0, str(ij["unit"]))
+            return (unit_m / px_per_unit_x, unit_m / px_per_unit_y), f"ImageJ resolution ({ij['unit']})"
+        if page.tags.valueof("ResolutionUnit") == 3 and px_per_unit_x and px_per_unit_y:  # centimetre
+            return (0.01 / px_per_unit_x, 0.01 / px_per_unit_y), "TIFF resolution tags (cm)"
+    # Resolution in inches is nearly always a screen/printer DPI, not a physical pixel size: ignored.
+    return None, ""
+
+
+def _ratio(value: Any) -> float | None:
+    try:
+        number = value[0] / value[1] if isinstance(value, tuple) else float(value)
+    except (TypeError, ZeroDivisionError, IndexError):
+        return None
+    return number if _positive(number) else None
+
+
+def _to_metres(value: float, unit: str) -> float | None:
+    factor = _LENGTH_TO_M.get(str(unit).strip())
+    metres = float(value) * factor if factor else None
+    return metres if _positive(metres) else None
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value) and value > 0
+
+
+def _physical_geometry(pixel: tuple[float, float], ndim: int) -> dict[str, Any]:
+    """napari scale/units for (…, y, x) data with an (x, y) pixel size in metres."""
+    unit, factor = display_unit(min(pixel))
+    lead = ndim - 2
+    return {
+        "scale": (1.0,) * lead + (pixel[1] * factor, pixel[0] * factor),
+        "units": ("pixel",) * lead + (unit, unit),
+    }
+
+
+# --- PNG / JPEG / BMP ----------------------------------------------------------------------------
+
+
+def read_pil(path: Path) -> list[LayerDataTuple]:
+    """Ordinary images via Pillow: RGB stays RGB (rgb=True), palettes become RGB(A), 16-bit stays 16-bit."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.mode in ("P", "PA"):
+                image = image.convert("RGBA" if "transparency" in image.info or image.mode == "PA" else "RGB")
+            elif image.mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+                image = image.convert("RGB")
+            elif image.mode == "LA":
+                image = image.convert("L")
+            data = np.asarray(image)
+            mode = image.mode
+    except Image.DecompressionBombError as exc:
+        raise ReaderError(
+            f"{path.name} has more pixels than Pillow opens safely ({exc}); save it as TIFF, which is "
+            "memory-mapped, or crop it"
+        ) from exc
+    except UnidentifiedImageError as exc:
+        raise ReaderError(
+            f"{path.name} is not a readable {path.suffix} image (corrupt, or another format with the "
+            "wrong extension); re-export it"
+        ) from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ReaderError(f"{path.name} is truncated or corrupt ({exc}); re-export or re-copy it") from exc
+    if mode == "1":
+        data = data.astype(np.uint8) * np.uint8(255)
+    rgb = data.ndim == 3 and data.shape[-1] in (3, 4)
+    return [(data, {"name": path.stem, "rgb": rgb, "metadata": {"source_path": str(path)}}, "image")]
+
+
+# --- numpy and HDF5 ------------------------------------------------------------------------------
+
+
+def complex_layers(data: Any, name: str, metadata: dict[str, Any], **geometry: Any) -> list[LayerDataTuple]:
+    """A complex array as two layers, "<name> phase" (shown) and "<name> amplitude" (hidden)."""
+    data = np.asarray(data)
+    return [
+        (
+            np.abs(data),
+            {
+                "name": f"{name} amplitude",
+                "visible": False,
+                "metadata": {**metadata, "complex_part": "amplitude"},
+                **geometry,
+            },
+            "image",
+        ),
+        (
+            np.angle(data),
+            {"name": f"{name} phase", "metadata": {**metadata, "complex_part": "phase"}, **geometry},
+            "image",
+        ),
+    ]
+
+
+def read_numpy(path: Path) -> list[LayerDataTuple]:
+    """.npy (memory-mapped) or .npz: each 2-D+ numeric array becomes a layer, complex as phase + amplitude."""
+    try:
+        if path.suffix.lower() == ".npy":
+            arrays = {path.stem: np.load(path, mmap_mode="r", allow_pickle=False)}
+            return _array_layers(path, arrays, prefix_with_file=False)
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+    except ValueError as exc:
+        if "pickle" in str(exc).lower():
+            raise ReaderError(
+                f"{path.name} stores Python objects (pickled), which are not opened for safety; save plain "
+                "numeric arrays with numpy.save/numpy.savez"
+            ) from exc
+        raise ReaderError(f"{path.name} is not a valid numpy file ({exc}); re-save it") from exc
+    except (OSError, EOFError) as exc:
+        raise ReaderError(f"{path.name} is truncated or corrupt ({exc}); re-save or re-copy it") from exc
+    return _array_layers(path, arrays, prefix_with_file=True)
+
+
+def read_hdf5(path: Path) -> list[LayerDataTuple]:
+    """Any HDF5 file: each numeric 2-4-D dataset becomes a layer (complex: phase + amplitude)."""
+    import h5py
+
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise ReaderError(
+            f"{path.name} is not a readable HDF5 file ({exc}); it may be truncated or corrupt"
+        ) from exc
+    found: dict[str, Any] = {}
+    with f:
+
+        def visit(name: str, obj: Any) -> None:
+            if (
+                isinstance(obj, h5py.Dataset)
+                and obj.dtype.kind in "biufc"
+                and 2 <= obj.ndim <= 4
+                and obj.size
+                and len(found) < MAX_GENERIC_LAYERS
+            ):
+                found[name] = obj[()]
+
+        f.visititems(visit)
+    if not found:
+        raise ReaderError(
+            f"{path.name} has no image-like dataset (a numeric array with 2 to 4 dimensions); nothing to show"
+        )
+    return _array_layers(path, found, prefix_with_file=True)
+
+
+def _array_layers(path: Path, arrays: dict[str, Any], *, prefix_with_file: bool) -> list[LayerDataTuple]:
+    layers: list[LayerDataTuple] = []
+    skipped = []
+    for key, array in arrays.items():
+        if array.dtype.kind not in "biufc" or array.ndim < 2 or array.size == 0:
+            skipped.append(f"{key} {array.shape} {array.dtype}")
+            continue
+        if len(layers) >= 2 * MAX_GENERIC_LAYERS:
+            break
+        name = f"{path.stem} {key}" if prefix_with_file and len(arrays) > 1 else path.stem
+        meta = {"source_path": str(path), "dataset": key}
+        if np.iscomplexobj(array):
+            layers.extend(complex_layers(array, name, meta))
+        else:
+            rgb = array.ndim == 3 and array.shape[-1] in (3, 4) and array.dtype == np.uint8
+            layers.append((array, {"name": name, "rgb": rgb, "metadata": meta}, "image"))
+    if not layers:
+        raise ReaderError(
+            f"{path.name} holds no image (numeric array with at least 2 dimensions); "
+            f"it has: {'; '.join(skipped)}"
+        )
+    return layers
