@@ -67,8 +67,8 @@ def to_model_rgb(array: Any, *, complex_part: ComplexPart = "phase") -> np.ndarr
         band = _real_part(a[r0 : r0 + rows], complex_part)
         band -= np.float32(lo)
         band *= gain
+        band[~np.isfinite(band)] = 0  # NaN/inf are black, before clipping turns +inf white
         np.clip(band, 0, 255, out=band)
-        band[~np.isfinite(band)] = 0
         band = np.rint(band, out=band).astype(np.uint8)
         out[r0 : r0 + rows] = band if band.ndim == 3 else band[..., None]
     return out
@@ -195,7 +195,7 @@ def displayed_plane(layer_data: Any, current_step: Sequence[float], *, rgb: bool
 
     `current_step` gives the index along each leading axis; pass
     `layer.world_to_data(viewer.dims.point)` (or `viewer.dims.current_step` for an unscaled layer).
-    napari aligns dimensions to the right, so only the last `ndim - 2` leading entries are used.
+    napari aligns dimensions to the right, so the layer's axes are the last entries of `current_step`.
     Multiscale data (a list of levels) uses the full-resolution level. Returns a view, not a copy.
     """
     data = layer_data[0] if isinstance(layer_data, list | tuple) else layer_data
@@ -206,9 +206,9 @@ def displayed_plane(layer_data: Any, current_step: Sequence[float], *, rgb: bool
         raise ImageError(f"a layer of shape {tuple(data.shape)} has no 2-D plane to analyse")
     if leading == 0:
         return data
-    steps = list(current_step)[-leading:] if leading else []
-    if len(steps) < leading:
-        steps = [0] * (leading - len(steps)) + steps
+    layer_dims = ndim - (1 if rgb else 0)  # the colour axis is not a viewer dimension
+    steps = list(current_step)[-layer_dims:][:leading]
+    steps = [0] * (leading - len(steps)) + steps
     index = tuple(
         int(min(max(round(float(s)), 0), n - 1)) for s, n in zip(steps, data.shape[:leading], strict=True)
     )
