@@ -288,7 +288,7 @@ def read_numpy(path: Path) -> list[LayerDataTuple]:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}
     except ValueError as exc:
-        if "pickle" in str(exc).lower():
+        if "pickle" in str(exc).lower() or "python objects" in str(exc).lower():
             raise ReaderError(
                 f"{path.name} stores Python objects (pickled), which are not opened for safety; save plain "
                 "numeric arrays with numpy.save/numpy.savez"
