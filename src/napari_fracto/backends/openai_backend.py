@@ -30,7 +30,8 @@ GEMINI_HOST = "generativelanguage.googleapis.com"
 DUMMY_KEY = "not-needed"
 # A server asking us to wait longer than this is out of quota, not briefly busy: give up and say so.
 MAX_RETRY_AFTER_S = 60.0
-# How servers phrase "no such model" in a 400 (transformers serve, vLLM) rather than a 404.
+# How servers phrase "no such model" in a 400 rather than a 404 (`transformers serve` says "Server is
+# pinned to 'X'; requested 'Y'").
 _MODEL_MISSING_HINTS = ("not found", "does not exist", "not served", "unknown", "invalid model", "not loaded")
 _LOCAL_SUFFIXES = (".localhost", ".local", ".internal", ".lan", ".home.arpa")
 
@@ -323,7 +324,9 @@ class OpenAIBackend:
 
     def _bad_request(self, status: int, text: str) -> BackendError:
         lowered = text.lower()
-        if "model" in lowered and any(hint in lowered for hint in _MODEL_MISSING_HINTS):
+        if "pinned to" in lowered or (
+            "model" in lowered and any(hint in lowered for hint in _MODEL_MISSING_HINTS)
+        ):
             return BackendError(self._not_found_message(text))
         return BackendError(f"{self.base_url} rejected the request (HTTP {status}): {text}")
 
