@@ -1,0 +1,248 @@
+"""`napari-fracto dataset create|info|validate|export|import|split|autolabel`.
+
+Only argparse is imported to build the parser; each action imports what it needs when it runs.
+Exit codes: 0 ok, 1 problems found (validate) or some inputs failed, 2 the command could not run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def add_dataset_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register `dataset` and its actions on the top-level `napari-fracto` sub-parsers."""
+    from napari_fracto.cli import add_backend_arguments
+
+    parser = subparsers.add_parser(
+        "dataset", help="the corrections dataset: info, validate, export, import, split, autolabel"
+    )
+    actions = parser.add_subparsers(dest="dataset_command", metavar="ACTION", required=True)
+
+    def action(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = actions.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("dataset", type=Path, help="dataset folder")
+        return p
+
+    p = action("create", "make a new, empty dataset folder")
+    p.add_argument("--name", help="a name for the dataset (default: the folder name)")
+
+    p = action("info", "counts per task, status, split and label; rare labels flagged")
+    p.add_argument("--task")
+    p.add_argument("--rare", type=int, default=10, help="flag labels with fewer reviewed images (10)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    p = action("validate", "check images, hashes, labels and boxes; exit 1 with a list of problems")
+    p.add_argument("--no-hashes", action="store_true", help="only check that image files exist (faster)")
+
+    p = action("export", "write the reviewed items for training: jsonl, parquet or csv")
+    p.add_argument("out", type=Path, help="output file (jsonl, csv) or folder (parquet)")
+    p.add_argument("--format", choices=["jsonl", "parquet", "csv"], help="default: from the OUT suffix")
+    p.add_argument("--task")
+    p.add_argument("--split", choices=["train", "val", "test"])
+    p.add_argument(
+        "--status",
+        default="reviewed",
+        choices=["reviewed", "unreviewed", "any"],
+        help="which current reviews to export (default: reviewed)",
+    )
+    p.add_argument("--part", choices=["phase", "amplitude"], default="phase", help="for complex data")
+
+    p = action("import", "import PtychoBench JSON splits or a folder-per-class image set")
+    p.add_argument("source", type=Path, help="PtychoBench JSON/folder, or a folder of class folders")
+    p.add_argument("--format", choices=["ptychobench", "folders"], required=True)
+    p.add_argument("--task", help="task of the labels (default: ptychography for PtychoBench)")
+    p.add_argument("--images", type=Path, help="PtychoBench: folder holding the images")
+    p.add_argument("--name", help="name of the dataset when it is created by this import")
+
+    p = action("split", "deterministic multi-label stratified train/val/test split, stored")
+    p.add_argument("--task")
+    p.add_argument(
+        "--fractions", type=float, nargs=3, default=[0.8, 0.1, 0.1], metavar=("TRAIN", "VAL", "TEST")
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--reassign", action="store_true", help="redo the whole split (changes the test set!)")
+
+    p = action("autolabel", "predict labels for images with a model; stored as unreviewed predictions")
+    p.add_argument("paths", nargs="+", type=Path, help="image files and folders")
+    p.add_argument("--task", required=True)
+    p.add_argument("--context-csv", type=Path, help="CSV with per-image context (file-name column)")
+    p.add_argument("--file-column", default="filename", help="CSV column with the image file name")
+    p.add_argument("--text-column", help="CSV column with free-text context (goes into notes)")
+    p.add_argument("--relabel", action="store_true", help="also predict images that already have a review")
+    p.add_argument("--part", choices=["phase", "amplitude"], default="phase", help="for complex data")
+    p.add_argument("--tiles", type=int, default=1)
+    p.add_argument("--material", default="")
+    p.add_argument("--sample-type", default="")
+    p.add_argument("--magnification", default="")
+    p.add_argument("--notes", default="")
+    add_backend_arguments(p)
+
+    parser.set_defaults(handler=run)
+    return parser
+
+
+add_parser = add_dataset_parser  # the name `napari_fracto.cli.EXTRA_COMMANDS` modules provide
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run one dataset action; user errors print one clear line and return 2."""
+    from napari_fracto.dataset.model import DatasetError
+    from napari_fracto.vocabulary import VocabularyError
+
+    handler = _HANDLERS[args.dataset_command]
+    try:
+        return handler(args)
+    except (DatasetError, VocabularyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _open(args: argparse.Namespace):
+    from napari_fracto.dataset import Dataset
+
+    ds = Dataset.open(args.dataset)
+    if ds.migrated_from is not None:
+        print(f"note: dataset upgraded from schema v{ds.migrated_from} (backup kept)", file=sys.stderr)
+    return ds
+
+
+def _create(args: argparse.Namespace) -> int:
+    from napari_fracto.dataset import Dataset
+
+    with Dataset.create(args.dataset, name=args.name) as ds:
+        print(f"created dataset {ds.name!r} at {ds.root}")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from napari_fracto.dataset.tools import format_info, info
+
+    with _open(args) as ds:
+        report = info(ds, task=args.task, rare=args.rare)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else format_info(report))
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from napari_fracto.dataset.tools import has_errors, validate
+
+    with _open(args) as ds:
+        problems = validate(ds, check_hashes=not args.no_hashes)
+        count = len(ds)
+    for problem in problems:
+        print(problem)
+    errors = sum(p.severity == "error" for p in problems)
+    print(
+        f"{count} image(s) checked: {errors} error(s), {len(problems) - errors} warning(s)", file=sys.stderr
+    )
+    return 1 if has_errors(problems) else 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from napari_fracto.dataset import export
+
+    fmt = args.format or {".jsonl": "jsonl", ".csv": "csv"}.get(args.out.suffix.lower(), "parquet")
+    status = None if args.status == "any" else args.status
+    options = {"task": args.task, "split": args.split, "status": status}
+    with _open(args) as ds:
+        if fmt == "jsonl":
+            n = export.export_jsonl(ds, args.out, complex_part=args.part, **options)
+            print(f"wrote {n} example(s) to {args.out}")
+        elif fmt == "csv":
+            n = export.export_csv(ds, args.out, **options)
+            print(f"wrote {n} row(s) to {args.out}")
+        else:
+            files = export.export_parquet(ds, args.out, complex_part=args.part, **options)
+            print("wrote " + ", ".join(str(p) for p in files.values()))
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from napari_fracto.dataset import Dataset, importers
+
+    with Dataset.open_or_create(args.dataset, name=args.name) as ds:
+        if args.format == "ptychobench":
+            summary = importers.import_ptychobench(
+                ds, args.source, images_dir=args.images, task=args.task or "ptychography"
+            )
+        else:
+            if not args.task:
+                print("error: --task is required with --format folders", file=sys.stderr)
+                return 2
+            summary = importers.import_class_folders(ds, args.source, task=args.task)
+    print(summary.describe())
+    return 1 if summary.skipped else 0
+
+
+def _split(args: argparse.Namespace) -> int:
+    from napari_fracto.dataset.split import split_dataset
+
+    with _open(args) as ds:
+        counts = split_dataset(
+            ds, fractions=args.fractions, seed=args.seed, task=args.task, reassign=args.reassign
+        )
+    print(", ".join(f"{k} {v}" for k, v in counts.items()))
+    return 0
+
+
+def _autolabel(args: argparse.Namespace) -> int:
+    from napari_fracto.backends.factory import make_backend
+    from napari_fracto.cli import confirm_remote, settings_from_args
+    from napari_fracto.dataset.autolabel import autolabel, read_context_csv
+    from napari_fracto.findings import AnalysisContext
+    from napari_fracto.vocabulary import load_vocabulary
+
+    load_vocabulary(args.task)  # fail before loading a model
+    contexts = None
+    if args.context_csv:
+        contexts = read_context_csv(
+            args.context_csv, file_column=args.file_column, text_column=args.text_column
+        )
+    settings = settings_from_args(args)
+    if settings.kind == "openai" and not settings.model:
+        print("error: --model is required with --backend openai", file=sys.stderr)
+        return 2
+    if not confirm_remote(settings, args.allow_remote):
+        return 2
+    context = AnalysisContext(args.material, args.sample_type, args.magnification, args.notes)
+    with _open(args) as ds:
+        backend = make_backend(settings)
+        try:
+            summary = autolabel(
+                ds,
+                args.paths,
+                task=args.task,
+                backend=backend,
+                context=context,
+                contexts=contexts,
+                part=args.part,
+                relabel=args.relabel,
+                tiles=args.tiles,
+                max_image_tokens=settings.max_image_tokens,
+                max_new_tokens=settings.max_new_tokens,
+                progress=lambda done, total: print(f"\r{done}/{total}", end="", file=sys.stderr),
+            )
+        finally:
+            backend.close()
+    print(file=sys.stderr)
+    for source, message in summary.failures:
+        print(f"failed {source}: {message}", file=sys.stderr)
+    print(
+        f"{summary.predicted} prediction(s) stored as unreviewed, {summary.already_labelled} image(s) "
+        f"already labelled, {len(summary.failures)} failed"
+    )
+    return 1 if summary.failures else 0
+
+
+_HANDLERS = {
+    "create": _create,
+    "info": _info,
+    "validate": _validate,
+    "export": _export,
+    "import": _import,
+    "split": _split,
+    "autolabel": _autolabel,
+}

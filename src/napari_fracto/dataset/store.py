@@ -1,0 +1,243 @@
+"""The dataset's SQLite database: connection settings, schema, versions and migrations.
+
+WAL journal + `synchronous=FULL` + `BEGIN IMMEDIATE` transactions: several processes (two napari windows,
+napari and the CLI) can write at once, each waits its turn (busy timeout), and a process killed mid-save
+leaves every committed save intact. Reviews are append-only, enforced by triggers.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from napari_fracto._version import __version__
+from napari_fracto.dataset.model import DatasetError, DatasetVersionError
+
+DB_NAME = "dataset.sqlite"
+BUSY_TIMEOUT_MS = 30_000
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open with the settings every writer must share (autocommit mode: transactions are explicit)."""
+    conn = sqlite3.connect(
+        path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+    )
+    conn.row_factory = sqlite3.Row
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if str(mode).lower() != "wal":
+        conn.close()
+        raise DatasetError(
+            f"cannot use write-ahead logging for {path} (journal mode {mode!r}); network and read-only "
+            "file systems do not support it: copy the dataset folder to a local disk"
+        )
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """A write transaction that takes the write lock up front, so concurrent writers queue, not fail."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+# --- schema -------------------------------------------------------------------------------------------
+
+SCHEMA_V1 = """
+CREATE TABLE schema_version (
+    version INTEGER PRIMARY KEY,
+    min_app_version TEXT NOT NULL,
+    applied_at TEXT NOT NULL,
+    applied_by TEXT NOT NULL
+);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE images (
+    image_id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL CHECK (kind IN ('npy', 'file')),
+    suffix TEXT NOT NULL,
+    shape TEXT NOT NULL,
+    dtype TEXT NOT NULL,
+    height INTEGER NOT NULL,
+    width INTEGER NOT NULL,
+    original_name TEXT NOT NULL DEFAULT '',
+    task TEXT,
+    split TEXT CHECK (split IS NULL OR split IN ('train', 'val', 'test')),
+    added_at TEXT NOT NULL
+);
+CREATE TABLE reviews (
+    review_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    image_id TEXT NOT NULL REFERENCES images (image_id),
+    task TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('unreviewed', 'reviewed', 'skipped')),
+    corrected TEXT NOT NULL DEFAULT '[]',
+    predicted TEXT NOT NULL DEFAULT '[]',
+    decisions TEXT NOT NULL DEFAULT '[]',
+    advice TEXT NOT NULL DEFAULT '[]',
+    predicted_advice TEXT NOT NULL DEFAULT '[]',
+    context TEXT NOT NULL DEFAULT '{}',
+    raw_text TEXT NOT NULL DEFAULT '',
+    backend TEXT NOT NULL DEFAULT '',
+    model TEXT NOT NULL DEFAULT '',
+    adapter TEXT,
+    prompt_version TEXT NOT NULL DEFAULT '',
+    vocabulary_version TEXT NOT NULL DEFAULT '',
+    reviewer TEXT NOT NULL DEFAULT '',
+    created_at TEXT NOT NULL,
+    notes TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX reviews_by_image ON reviews (image_id, review_id);
+CREATE INDEX images_by_split ON images (split);
+CREATE TRIGGER reviews_no_update BEFORE UPDATE ON reviews
+BEGIN SELECT RAISE(ABORT, 'reviews are append-only: save a new review instead'); END;
+CREATE TRIGGER reviews_no_delete BEFORE DELETE ON reviews
+BEGIN SELECT RAISE(ABORT, 'reviews are append-only: save a new review instead'); END;
+"""
+
+# v0 is the layout of pre-release prototypes (no schema_version table, labels only):
+#   images(sha256 TEXT PRIMARY KEY, suffix TEXT, shape TEXT, dtype TEXT, added_at TEXT)
+#   reviews(id INTEGER PRIMARY KEY, sha256 TEXT, task TEXT, labels TEXT, reviewer TEXT, created_at TEXT)
+# where `labels` is a JSON list of Finding dicts. Kept so the migration path is exercised from day one.
+
+
+def _create_v1(conn: sqlite3.Connection) -> None:
+    for statement in SCHEMA_V1.split(";\n"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+def _hw(shape: list[int]) -> tuple[int, int]:
+    """Height and width of an image of this shape (2-D, RGB(A) last axis, or a stack of planes)."""
+    if len(shape) == 3 and shape[-1] in (3, 4):
+        return int(shape[0]), int(shape[1])
+    if len(shape) >= 2:
+        return int(shape[-2]), int(shape[-1])
+    return (int(shape[0]) if shape else 0), 1
+
+
+def _migrate_0_to_1(conn: sqlite3.Connection) -> None:
+    conn.execute("ALTER TABLE images RENAME TO images_v0")
+    conn.execute("ALTER TABLE reviews RENAME TO reviews_v0")
+    _create_v1(conn)
+    for row in conn.execute("SELECT sha256, suffix, shape, dtype, added_at FROM images_v0").fetchall():
+        shape = json.loads(row["shape"] or "[]")
+        h, w = _hw(shape)
+        kind = "npy" if row["suffix"] == ".npy" else "file"
+        conn.execute(
+            "INSERT INTO images (image_id, kind, suffix, shape, dtype, height, width, added_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (row["sha256"], kind, row["suffix"], json.dumps(shape), row["dtype"], h, w, row["added_at"]),
+        )
+    for row in conn.execute(
+        "SELECT sha256, task, labels, reviewer, created_at FROM reviews_v0 ORDER BY id"
+    ).fetchall():
+        conn.execute(
+            "INSERT INTO reviews (image_id, task, status, corrected, reviewer, created_at, notes)"
+            " VALUES (?, ?, 'reviewed', ?, ?, ?, 'migrated from schema v0')",
+            (row["sha256"], row["task"], row["labels"] or "[]", row["reviewer"] or "", row["created_at"]),
+        )
+    conn.execute("DROP TABLE reviews_v0")
+    conn.execute("DROP TABLE images_v0")
+
+
+@dataclass(frozen=True)
+class Migration:
+    to_version: int
+    min_app_version: str  # the first napari-fracto that reads this schema
+    apply: Callable[[sqlite3.Connection], None]
+
+
+MIGRATIONS: tuple[Migration, ...] = (Migration(1, "0.1.0", _migrate_0_to_1),)
+SCHEMA_VERSION = MIGRATIONS[-1].to_version
+
+
+def _tables(conn: sqlite3.Connection) -> set[str]:
+    return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+def schema_version(conn: sqlite3.Connection) -> int | None:
+    """The schema version on disk: None for an empty database, 0 for the prototype layout."""
+    tables = _tables(conn)
+    if "schema_version" in tables:
+        return int(conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] or 0)
+    if "images" in tables:
+        return 0
+    return None
+
+
+def _record_version(conn: sqlite3.Connection, migration: Migration) -> None:
+    conn.execute(
+        "INSERT INTO schema_version (version, min_app_version, applied_at, applied_by) VALUES (?, ?, ?, ?)",
+        (migration.to_version, migration.min_app_version, utc_now(), __version__),
+    )
+
+
+def initialise(conn: sqlite3.Connection, name: str) -> None:
+    """Create the latest schema in an empty database."""
+    with transaction(conn):
+        if schema_version(conn) is not None:
+            raise DatasetError("this folder already holds a dataset: open it with Dataset.open")
+        _create_v1(conn)
+        for migration in MIGRATIONS:
+            _record_version(conn, migration)
+        conn.executemany(
+            "INSERT INTO meta (key, value) VALUES (?, ?)",
+            [("name", name), ("created_at", utc_now()), ("created_by", __version__)],
+        )
+
+
+def check_not_newer(conn: sqlite3.Connection, path: Path) -> None:
+    version = schema_version(conn)
+    if version is not None and version > SCHEMA_VERSION:
+        row = conn.execute(
+            "SELECT min_app_version, applied_by FROM schema_version ORDER BY version DESC LIMIT 1"
+        ).fetchone()
+        need = row["min_app_version"]
+        raise DatasetVersionError(
+            f"the dataset {path} uses schema v{version}, written by napari-fracto {row['applied_by']}; "
+            f"this napari-fracto {__version__} reads up to v{SCHEMA_VERSION}. Upgrade napari-fracto to "
+            f">= {need} (pip install -U 'napari-fracto>={need}') to open it."
+        )
+
+
+def migrate(conn: sqlite3.Connection, db_path: Path) -> int | None:
+    """Bring an older database to the current schema; returns the version migrated from (None: up to date).
+
+    A copy of the database is written next to it first (`dataset.sqlite.v<N>.bak`), and each migration
+    runs in one transaction, re-checked under the write lock so two processes never migrate twice.
+    """
+    check_not_newer(conn, db_path)
+    version = schema_version(conn)
+    if version is None:
+        raise DatasetError(f"{db_path} holds no dataset tables; create a dataset with Dataset.create")
+    if version == SCHEMA_VERSION:
+        return None
+    backup = db_path.with_name(f"{db_path.name}.v{version}.bak")
+    if not backup.exists():
+        with sqlite3.connect(backup) as dst:
+            conn.backup(dst)
+        dst.close()
+    with transaction(conn):
+        start = schema_version(conn)
+        if start is None or start >= SCHEMA_VERSION:
+            return None
+        for migration in MIGRATIONS:
+            if migration.to_version > start:
+                migration.apply(conn)
+                _record_version(conn, migration)
+    return start

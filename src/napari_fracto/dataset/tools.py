@@ -1,0 +1,224 @@
+"""`dataset info` and `dataset validate`: what is in a dataset, and whether it can be trusted.
+
+Label counts are images per label in the current (latest) review, so rare labels, the ones targeted
+collection lifts most, stand out, including vocabulary labels with no example at all.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from napari_fracto.dataset.core import Dataset
+from napari_fracto.dataset.model import ImageRecord, ReviewRecord, Status
+
+DEFAULT_RARE = 10
+
+
+def _vocabulary(task: str) -> Any | None:
+    """The task's vocabulary, or None when the task has none installed."""
+    from napari_fracto.vocabulary import VocabularyError, load_vocabulary
+
+    try:
+        return load_vocabulary(task)
+    except (VocabularyError, KeyError, OSError):
+        return None
+
+
+@dataclass
+class TaskInfo:
+    statuses: dict[str, int] = field(default_factory=dict)
+    # label -> {"reviewed": images, "unreviewed": images}
+    labels: dict[str, dict[str, int]] = field(default_factory=dict)
+    boxes: int = 0
+    splits: dict[str, int] = field(default_factory=dict)
+    rare: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DatasetInfo:
+    name: str
+    path: str
+    schema_version: int
+    images: int
+    reviews: int
+    tasks: dict[str, TaskInfo]
+    rare_threshold: int
+    unlabelled: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+def info(ds: Dataset, *, task: str | None = None, rare: int = DEFAULT_RARE) -> DatasetInfo:
+    """Counts per task, status, split and label; labels with fewer than `rare` reviewed images flagged."""
+    tasks: dict[str, TaskInfo] = defaultdict(TaskInfo)
+    unlabelled = 0
+    for item in ds.iter_items(task=task):
+        if item.task is None:
+            unlabelled += 1
+            continue
+        t = tasks[item.task]
+        t.statuses[item.status.value] = t.statuses.get(item.status.value, 0) + 1
+        t.splits[item.image.split or "none"] = t.splits.get(item.image.split or "none", 0) + 1
+        if item.review is None or item.status is Status.SKIPPED:
+            continue
+        for label in item.labels:
+            per = t.labels.setdefault(label, {"reviewed": 0, "unreviewed": 0})
+            per[item.status.value] += 1
+        t.boxes += sum(f.box is not None for f in item.review.corrected)
+    for name, t in tasks.items():
+        vocab = _vocabulary(name)
+        for label in vocab.names() if vocab else ():
+            t.labels.setdefault(label, {"reviewed": 0, "unreviewed": 0})
+        t.labels = dict(sorted(t.labels.items(), key=lambda kv: (-kv[1]["reviewed"], kv[0])))
+        t.rare = [label for label, n in t.labels.items() if n["reviewed"] < rare]
+    return DatasetInfo(
+        name=ds.name,
+        path=str(ds.root),
+        schema_version=ds.schema_version,
+        images=len(ds),
+        reviews=ds.review_count(),
+        tasks=dict(tasks),
+        rare_threshold=rare,
+        unlabelled=unlabelled,
+    )
+
+
+def format_info(report: DatasetInfo) -> str:
+    lines = [
+        f"Dataset {report.name!r} at {report.path} (schema v{report.schema_version})",
+        f"{report.images} image(s), {report.reviews} review(s) saved in all",
+    ]
+    if report.unlabelled:
+        lines.append(f"{report.unlabelled} image(s) without task or review (run autolabel, or review them)")
+    for name, t in report.tasks.items():
+        total = sum(t.statuses.values())
+        reviewed = t.statuses.get("reviewed", 0)
+        lines.append("")
+        lines.append(f"task {name}: {reviewed} / {total} reviewed")
+        lines.append("  status: " + ", ".join(f"{k} {v}" for k, v in sorted(t.statuses.items())))
+        lines.append("  split:  " + ", ".join(f"{k} {v}" for k, v in sorted(t.splits.items())))
+        lines.append(f"  boxes:  {t.boxes}")
+        lines.append(f"  {'label':<32} {'reviewed':>8} {'unreviewed':>10}")
+        for label, n in t.labels.items():
+            flag = f"  <- rare (< {report.rare_threshold})" if label in t.rare else ""
+            lines.append(f"  {label:<32} {n['reviewed']:>8} {n['unreviewed']:>10}{flag}")
+    return "\n".join(lines)
+
+
+# --- validate -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong, precise enough to find and fix it."""
+
+    message: str
+    image_id: str = ""
+    review_id: int | None = None
+    severity: str = "error"  # "error" fails validation, "warning" does not
+
+    def __str__(self) -> str:
+        where = f"image {self.image_id[:12]}" if self.image_id else ""
+        if self.review_id is not None:
+            where += f" review {self.review_id}"
+        return f"{self.severity}: {where + ': ' if where else ''}{self.message}"
+
+
+def _box_problems(review: ReviewRecord, image: ImageRecord) -> list[str]:
+    out = []
+    for i, f in enumerate(review.corrected):
+        if f.box is None:
+            continue
+        x1, y1, x2, y2 = f.box.as_list()
+        if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+            out.append(f"finding {i} ({f.label!r}): box {f.box.as_list()} is not finite")
+        elif x2 <= x1 or y2 <= y1:
+            out.append(f"finding {i} ({f.label!r}): box {f.box.as_list()} has no area")
+        elif x1 < 0 or y1 < 0 or x2 > image.width or y2 > image.height:
+            out.append(
+                f"finding {i} ({f.label!r}): box [x1={x1:g}, y1={y1:g}, x2={x2:g}, y2={y2:g}] lies outside "
+                f"the {image.width}x{image.height} (width x height) image"
+            )
+    return out
+
+
+def _label_problems(review: ReviewRecord, vocab: Any | None) -> list[str]:
+    if vocab is None:
+        return [f"no vocabulary for task {review.task!r}; install or add {review.task}.toml"]
+    out = []
+    for label in review.labels:
+        canonical = vocab.canonical(label)
+        if canonical is None:
+            out.append(f"label {label!r} is not in the {review.task} vocabulary")
+        elif canonical != label:
+            out.append(f"label {label!r} is a variant of {canonical!r}; store the canonical name")
+    return out
+
+
+def validate(ds: Dataset, *, check_hashes: bool = True) -> list[Problem]:
+    """Every problem that would corrupt training or evaluation: missing or altered images, labels outside
+    the vocabulary, boxes outside their images. Checks the current review of each image."""
+    problems: list[Problem] = []
+    with ds._lock:
+        result = ds._conn.execute("PRAGMA quick_check").fetchall()
+    if [r[0] for r in result] != ["ok"]:
+        problems.extend(Problem(f"database: {r[0]}") for r in result)
+    vocabularies: dict[str, Any] = {}
+    known: set[str] = set()
+    for item in ds.iter_items():
+        image = item.image
+        known.add(ds.blobs.relpath(image.image_id, image.suffix))
+        if check_hashes:
+            issue = ds.blobs.verify(image.image_id, image.suffix)
+            if issue:
+                problems.append(Problem(issue, image.image_id))
+        elif not ds.blobs.path(image.image_id, image.suffix).is_file():
+            problems.append(Problem("image file missing", image.image_id))
+        review = item.review
+        if review is None or review.status is Status.SKIPPED:
+            continue
+        if review.task not in vocabularies:
+            vocabularies[review.task] = _vocabulary(review.task)
+        for message in _label_problems(review, vocabularies[review.task]):
+            problems.append(Problem(message, image.image_id, review.review_id))
+        for message in _box_problems(review, image):
+            problems.append(Problem(message, image.image_id, review.review_id))
+    for leftover in ds.blobs.leftovers():
+        problems.append(
+            Problem(f"unfinished write left behind (safe to delete): {leftover}", severity="warning")
+        )
+    if ds.blobs.root.is_dir():
+        for path in ds.blobs.root.glob("*/*"):
+            rel = f"{path.parent.name}/{path.name}"
+            if path.is_file() and not path.name.startswith(".tmp-") and rel not in known:
+                problems.append(
+                    Problem(f"image file not in the database (unused): {path}", severity="warning")
+                )
+    return problems
+
+
+def has_errors(problems: list[Problem]) -> bool:
+    return any(p.severity == "error" for p in problems)
+
+
+def label_counts(ds: Dataset, task: str, status: Status = Status.REVIEWED) -> Counter[str]:
+    """Images per label among current reviews with `status`."""
+    return Counter(label for item in ds.iter_items(task=task, status=status) for label in item.labels)
+
+
+__all__ = [
+    "DEFAULT_RARE",
+    "DatasetInfo",
+    "Problem",
+    "format_info",
+    "has_errors",
+    "info",
+    "label_counts",
+    "validate",
+]
