@@ -104,6 +104,16 @@ def test_rgb_and_float_nan_tiffs(tmp_path):
     assert np.nansum(out) == 35
 
 
+def test_complex_tiff_opens_as_phase_and_amplitude_with_its_pixel_size(tmp_path):
+    field = (2 * np.exp(1j * np.linspace(-1, 1, 64))).reshape(8, 8).astype(np.complex64)
+    tifffile.imwrite(tmp_path / "field.tif", field, resolution=(1e6, 1e6), resolutionunit="CENTIMETER")
+    layers = _by_name(_open(tmp_path / "field.tif"))
+    np.testing.assert_allclose(layers["field phase"][0], np.angle(field), atol=1e-6)
+    np.testing.assert_allclose(layers["field amplitude"][0], 2, atol=1e-6)
+    assert layers["field phase"][1]["scale"] == pytest.approx((10.0, 10.0))  # 1e6 px/cm = 10 nm
+    assert layers["field amplitude"][1]["units"] == ("nm", "nm")
+
+
 def test_big_uncompressed_tiff_is_memory_mapped(tmp_path, monkeypatch):
     monkeypatch.setattr(readers, "MEMMAP_BYTES", 1000)
     tifffile.imwrite(tmp_path / "big.tif", np.ones((64, 64), np.uint16))

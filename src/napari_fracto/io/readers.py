@@ -130,14 +130,14 @@ def read_tiff(path: Path) -> list[LayerDataTuple]:
         data = _tiff_data(path, tif, series)
     if data.size == 0:
         raise ReaderError(f"{path.name} contains an empty image (shape {data.shape})")
-    if np.iscomplexobj(data):
-        return complex_layers(data, path.stem, {"source_path": str(path)})
-    kwargs: dict[str, Any] = {"name": path.stem, "rgb": rgb}
     metadata: dict[str, Any] = {"source_path": str(path), "tiff_axes": axes}
+    geometry: dict[str, Any] = {}
     if pixel is not None:
-        kwargs.update(_physical_geometry(pixel, data.ndim - (1 if rgb else 0)))
+        geometry = _physical_geometry(pixel, data.ndim - (1 if rgb else 0))
         metadata.update(pixel_size_m=pixel, pixel_size_source=source)
-    kwargs["metadata"] = metadata
+    if np.iscomplexobj(data):
+        return complex_layers(data, path.stem, metadata, **geometry)
+    kwargs: dict[str, Any] = {"name": path.stem, "rgb": rgb, "metadata": metadata, **geometry}
     return [(data, kwargs, "image")]
 
 
