@@ -51,8 +51,8 @@ def analyze_array(
     vocab = load_vocabulary(task) if isinstance(task, str) else task
     advice_vocab = _advice_vocabulary(vocab.task) if advice else None
     context = context or AnalysisContext()
-    rgb = imaging.to_model_rgb(array, complex_part=complex_part)
-    height, width = rgb.shape[:2]
+    plane = imaging.as_plane(array)  # validates: a stack or an empty array never reaches the model
+    height, width = plane.shape[:2]
     regions = _regions(width, height, tiles)
 
     started = time.perf_counter()
@@ -65,8 +65,14 @@ def analyze_array(
     for index, region in enumerate(regions):
         if cancel is not None and cancel.is_set():
             raise CancelledError("Analysis cancelled.")
-        tile = rgb[region.y0 : region.y0 + region.height, region.x0 : region.x0 + region.width]
-        image = imaging.fit_to_token_budget(tile, max_image_tokens)
+        tile = plane[region.y0 : region.y0 + region.height, region.x0 : region.x0 + region.width]
+        try:
+            image = imaging.prepare_model_image(tile, max_image_tokens, complex_part=complex_part)
+        except imaging.ImageError as exc:
+            if len(regions) == 1:
+                raise
+            problems.append(f"tile {index + 1} skipped: {exc}")  # e.g. a tile of NaN padding
+            continue
         request = prompts.build_request(
             vocab,
             image,
@@ -94,6 +100,8 @@ def analyze_array(
         if progress is not None:
             progress(index + 1, len(regions))
 
+    if not texts:
+        raise imaging.ImageError("no part of the image could be shown to the model: " + "; ".join(problems))
     return AnalysisResult(
         task=vocab.task,
         findings=_dedupe(findings),

@@ -44,7 +44,7 @@ def to_model_rgb(array: Any, *, complex_part: ComplexPart = "phase") -> np.ndarr
     their phase or amplitude. Alpha channels are dropped, singleton axes squeezed. Stacks, empty,
     all-NaN and constant images raise `ImageError` with what to do instead.
     """
-    a = _as_plane(array)
+    a = as_plane(array)
     if complex_part not in ("phase", "amplitude"):
         raise ImageError(f"complex_part must be 'phase' or 'amplitude', not {complex_part!r}")
     if a.ndim == 3:
@@ -128,7 +128,7 @@ def prepare_model_image(
     """
     if max_image_tokens < 1:
         raise ImageError(f"max_image_tokens must be at least 1, got {max_image_tokens}")
-    a = _as_plane(array)
+    a = as_plane(array)
     height, width = a.shape[:2]
     cols, rows = token_grid(width, height, max_image_tokens, patch)
     factor = min(width // (cols * patch), height // (rows * patch))
@@ -144,7 +144,7 @@ def block_mean(array: Any, factor: int, *, complex_part: ComplexPart = "phase") 
     (bool as 0-255 grey) because they are display-ready; complex inputs come back as float32 phase
     (of the averaged field, which does not suffer from averaging wrapped angles) or amplitude.
     """
-    a = _as_plane(array)
+    a = as_plane(array)
     if factor < 1:
         raise ImageError(f"block factor must be at least 1, got {factor}")
     height, width = a.shape[:2]
@@ -231,7 +231,7 @@ def crop(array: Any, region: Box) -> Any:
 # --- helpers -------------------------------------------------------------------------------------
 
 
-def _as_plane(array: Any) -> np.ndarray:
+def as_plane(array: Any) -> np.ndarray:
     """Validate and squeeze to (H, W) or (H, W, 3|4) without copying."""
     if array is None:
         raise ImageError("no image: select an image layer first")
