@@ -1,0 +1,123 @@
+"""`napari-fracto eval`: score one or several configurations on a dataset split, into one table.
+
+Registered through `napari_fracto.cli.EXTRA_COMMANDS`; importing this module costs argparse only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _shots(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--shots takes numbers separated by commas, e.g. 0,1,3 (got {text!r})"
+        ) from None
+    if not values or any(v < 0 for v in values):
+        raise argparse.ArgumentTypeError(f"--shots takes numbers of 0 or more, e.g. 0,1,3 (got {text!r})")
+    return list(dict.fromkeys(values))
+
+
+def add_parser(subparsers) -> None:
+    """Add the `eval` sub-command (its handler imports the heavy parts when it runs)."""
+    from napari_fracto.cli import add_backend_arguments
+
+    p = subparsers.add_parser(
+        "eval",
+        help="compare models, adapters, k-shot prompts and context on a dataset split",
+        description=(
+            "Run configurations over the reviewed images of a dataset split and score them against the "
+            "corrections. Predictions are cached in OUT/cache, so re-running only asks what is new."
+        ),
+    )
+    p.add_argument("--dataset", required=True, type=Path, help="the corrections dataset folder")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"], help="default: test")
+    p.add_argument("--task", help="needed only when the split holds several tasks")
+    p.add_argument("--shots", type=_shots, default=[0], help="in-context examples, e.g. 0,1,3,5 (default 0)")
+    p.add_argument(
+        "--select", choices=["similar", "random"], default="similar", help="how examples are picked"
+    )
+    p.add_argument("--no-context", action="store_true", help="leave the sample context out of the prompt")
+    p.add_argument("--advice", action="store_true", help="ptychography: also score reconstruction advice")
+    p.add_argument("--tiles", type=int, default=1, help="split each image into N x N tiles")
+    p.add_argument("--seed", type=int, default=0, help="seed of random example picks and the bootstrap")
+    p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (0 to 10000)")
+    p.add_argument("--name", default="", help="name of this configuration in the table")
+    p.add_argument(
+        "--compare", type=Path, help="TOML/JSON file listing configurations (backend flags become defaults)"
+    )
+    p.add_argument("--out", type=Path, help="output folder (default: DATASET/evaluation)")
+    add_backend_arguments(p)
+    p.set_defaults(handler=run_eval)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from napari_fracto.cli import confirm_remote, settings_from_args
+    from napari_fracto.dataset import Dataset, DatasetError
+    from napari_fracto.evaluation.compare import ComparisonError, expand, load_comparison
+    from napari_fracto.evaluation.report import markdown_table, write_reports
+    from napari_fracto.evaluation.runner import EvaluationError, evaluate
+
+    if not 0 <= args.resamples <= 10_000:
+        print(f"error: --resamples must be between 0 and 10000, got {args.resamples}", file=sys.stderr)
+        return 2
+    base = settings_from_args(args)
+    try:
+        if args.compare:
+            configs = load_comparison(args.compare, base)
+        else:
+            entry = {
+                "name": args.name,
+                "shots": args.shots,
+                "select": args.select,
+                "context": not args.no_context,
+                "advice": args.advice,
+                "seed": args.seed,
+                "tiles": args.tiles,
+            }
+            configs = expand([entry], base)
+    except ComparisonError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for config in configs:
+        if config.settings.kind == "openai" and not config.settings.model:
+            print(f"error: {config.label}: --model is required with --backend openai", file=sys.stderr)
+            return 2
+        if not confirm_remote(config.settings, args.allow_remote):
+            return 2
+    out = args.out or args.dataset / "evaluation"
+    bar = tqdm(unit="image", desc="eval", file=sys.stderr, dynamic_ncols=True)
+
+    def progress(done: int, total: int, message: str) -> None:
+        bar.total = total
+        bar.n = done
+        bar.set_postfix_str(message[-40:], refresh=True)
+
+    try:
+        with Dataset.open(args.dataset) as dataset:
+            run = evaluate(
+                dataset,
+                configs,
+                out,
+                split=args.split,
+                task=args.task,
+                resamples=args.resamples,
+                seed=args.seed,
+                progress=progress,
+            )
+    except (DatasetError, EvaluationError, ValueError) as exc:
+        bar.close()
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        bar.close()
+    paths = write_reports(run, out)
+    print(markdown_table(run))
+    print("wrote " + ", ".join(str(p) for p in paths.values()), file=sys.stderr)
+    return 1 if any(r.error for r in run.results) else 0

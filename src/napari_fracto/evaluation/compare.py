@@ -1,0 +1,196 @@
+"""Evaluation configurations and the comparison file (TOML or JSON) that lists several of them.
+
+A configuration is everything that changes a prediction: backend settings, adapter, k examples and how
+they are picked, context on/off, advice on/off. Its `fingerprint` keys the prediction cache, so a
+changed adapter file or prompt version is a new configuration while the same one is never run twice.
+
+    [defaults]              # optional: applies to every entry
+    shots = 0
+    [[config]]
+    name = "base"
+    backend = "transformers"
+    model = "Qwen/Qwen3-VL-2B-Instruct"
+    [[config]]
+    name = "fine-tuned"
+    adapter = "runs/lora-1"
+    shots = [0, 3]          # a list expands into one configuration per value
+    select = "similar"
+    context = false
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from napari_fracto.settings import BackendSettings
+
+# Backend settings that do not change what the model answers (so they do not invalidate the cache).
+_NOT_PREDICTIVE = {"device", "timeout_s", "api_key_env", "trust_remote_code"}
+_EVAL_FIELDS = {"name", "shots", "select", "context", "advice", "seed", "tiles"}
+
+
+class ComparisonError(ValueError):
+    """A comparison file or configuration is invalid; the message says where and what to change."""
+
+
+class EvalConfig(BaseModel):
+    """One row of the comparison table."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = ""
+    settings: BackendSettings = Field(default_factory=BackendSettings)
+    shots: int = Field(0, ge=0, le=32)
+    select: Literal["similar", "random"] = "similar"
+    context: bool = True
+    advice: bool = False
+    seed: int = 0
+    tiles: int = Field(1, ge=1, le=8)
+
+    @property
+    def label(self) -> str:
+        """The name, or one made from what distinguishes this configuration."""
+        return self.name or default_name(self)
+
+    def fingerprint(self) -> str:
+        """Hash of everything that changes predictions (prompt version and adapter files included)."""
+        from napari_fracto.prompts import PROMPT_VERSION
+
+        settings = {k: v for k, v in self.settings.model_dump().items() if k not in _NOT_PREDICTIVE}
+        data = {
+            "settings": settings,
+            "adapter_files": adapter_fingerprint(self.settings.adapter),
+            "shots": self.shots,
+            "select": self.select if self.shots else "",
+            "seed": self.seed if self.shots and self.select == "random" else 0,
+            "context": self.context,
+            "advice": self.advice,
+            "tiles": self.tiles,
+            "prompt_version": PROMPT_VERSION,
+        }
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def default_name(config: EvalConfig) -> str:
+    s = config.settings
+    model = s.model.rstrip("/").rsplit("/", 1)[-1] or s.kind
+    parts = [model]
+    if s.adapter:
+        parts.append("+ " + s.adapter.rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1])
+    parts.append(f"{config.shots}-shot" + (f" {config.select}" if config.shots else ""))
+    if not config.context:
+        parts.append("no context")
+    if config.advice:
+        parts.append("advice")
+    return " ".join(parts)
+
+
+def adapter_fingerprint(adapter: str) -> str:
+    """Names, sizes and modification times of a local adapter's files (re-training it changes this)."""
+    if not adapter:
+        return ""
+    path = Path(adapter).expanduser()
+    if not path.is_dir():
+        return adapter  # a served LoRA name (vLLM) or a path that does not exist here
+    h = hashlib.sha256()
+    for file in sorted(p for p in path.iterdir() if p.is_file()):
+        stat = file.stat()
+        h.update(f"{file.name}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+    return h.hexdigest()
+
+
+def make_config(
+    entry: Mapping[str, Any], base: BackendSettings | None = None, *, where: str = "configuration"
+) -> EvalConfig:
+    """A configuration from flat keys: backend settings (`backend` = kind) next to the eval keys."""
+    entry = dict(entry)
+    if "backend" in entry:
+        entry["kind"] = entry.pop("backend")
+    unknown = set(entry) - _EVAL_FIELDS - set(BackendSettings.model_fields)
+    if unknown:
+        allowed = sorted(_EVAL_FIELDS | set(BackendSettings.model_fields) - {"kind"} | {"backend"})
+        raise ComparisonError(
+            f"{where}: unknown key(s) {', '.join(sorted(unknown))}; allowed: {', '.join(allowed)}"
+        )
+    if "api_key" in entry:
+        raise ComparisonError(f"{where}: never put an API key in a file; set api_key_env instead")
+    backend_keys = {k: v for k, v in entry.items() if k in BackendSettings.model_fields}
+    eval_keys = {k: v for k, v in entry.items() if k in _EVAL_FIELDS}
+    base_data = (base or BackendSettings()).model_dump()
+    if backend_keys.get("kind") == "openai" and "model" not in backend_keys and base_data["kind"] != "openai":
+        raise ComparisonError(f"{where}: an openai configuration needs `model` (the name the server serves)")
+    try:
+        settings = BackendSettings.model_validate(base_data | backend_keys)
+        return EvalConfig(settings=settings, **eval_keys)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'] if p != 'settings')}: {e['msg']}" for e in exc.errors()
+        )
+        raise ComparisonError(f"{where}: {problems}") from None
+
+
+def expand(
+    entries: Iterable[Mapping[str, Any]], base: BackendSettings | None = None, *, source: str = ""
+) -> list[EvalConfig]:
+    """Configurations from entries; `shots = [0, 1, 3]` gives one configuration per value."""
+    configs: list[EvalConfig] = []
+    for i, entry in enumerate(entries):
+        where = f"{source} entry {i + 1}" if source else f"entry {i + 1}"
+        if not isinstance(entry, Mapping):
+            raise ComparisonError(f"{where}: expected a table of settings, got {type(entry).__name__}")
+        shots = entry.get("shots", 0)
+        values = list(shots) if isinstance(shots, list | tuple) else [shots]
+        if not values:
+            raise ComparisonError(f"{where}: shots is an empty list; give at least one number")
+        for k in values:
+            item = dict(entry) | {"shots": k}
+            if len(values) > 1 and item.get("name"):
+                item["name"] = f"{item['name']} {k}-shot"
+            configs.append(make_config(item, base, where=where))
+    names = [c.label for c in configs]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ComparisonError(
+            f"{source or 'comparison'}: several configurations are named {dupes}; give each a unique name"
+        )
+    return configs
+
+
+def load_comparison(path: str | os.PathLike[str], base: BackendSettings | None = None) -> list[EvalConfig]:
+    """Read a comparison file: TOML (`[defaults]`, `[[config]]`) or JSON (`{"defaults", "configs"}`)."""
+    path = Path(path).expanduser()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ComparisonError(f"cannot read the comparison file {path}: {exc.strerror or exc}") from None
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            import tomllib
+
+            data = tomllib.loads(text)
+    except (ValueError, TypeError) as exc:
+        kind = "JSON" if path.suffix.lower() == ".json" else "TOML"
+        raise ComparisonError(f"{path} is not valid {kind}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ComparisonError(f"{path}: expected a table with `config` entries at the top level")
+    entries = data.get("config", data.get("configs"))
+    if not entries or not isinstance(entries, list):
+        raise ComparisonError(
+            f'{path} lists no configurations: add [[config]] tables (TOML) or a "configs" list (JSON)'
+        )
+    defaults = data.get("defaults", {})
+    if not isinstance(defaults, dict):
+        raise ComparisonError(f"{path}: `defaults` must be a table of settings")
+    extra = set(data) - {"config", "configs", "defaults"}
+    if extra:
+        raise ComparisonError(f"{path}: unknown top-level key(s) {sorted(extra)}; use defaults and config")
+    return expand([defaults | dict(e) if isinstance(e, dict) else e for e in entries], base, source=str(path))

@@ -1,0 +1,386 @@
+"""Run configurations over the reviewed images of one dataset split and score them, with a cache.
+
+Every prediction is stored in `<out>/cache/predictions.sqlite` under a key made of the configuration's
+fingerprint, the image id, the context sent and the examples chosen, so a re-run only asks the model
+about what is new (a new image, configuration, changed example or context); the backend is not even
+built when everything is cached. Pure and blocking (no Qt): the widget runs it in a worker thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from napari_fracto.backends.base import BackendError, CancelledError
+from napari_fracto.evaluation.compare import EvalConfig
+from napari_fracto.findings import AnalysisContext
+from napari_fracto.metrics import DEFAULT_RESAMPLES, ImageOutcome, Scores, score
+
+if TYPE_CHECKING:
+    from napari_fracto.backends.base import Backend
+    from napari_fracto.dataset import Dataset, Item
+    from napari_fracto.settings import BackendSettings
+
+log = logging.getLogger(__name__)
+
+CACHE_DIR = "cache"
+CACHE_DB = "predictions.sqlite"
+Progress = Callable[[int, int, str], None]
+BackendFactory = Callable[["BackendSettings"], "Backend"]
+
+
+class EvaluationError(ValueError):
+    """The evaluation cannot run as asked; the message says what to do."""
+
+
+@dataclass
+class Prediction:
+    """What one configuration answered for one image (the cached record)."""
+
+    image_id: str
+    labels: list[str]  # canonical labels, then labels outside the vocabulary
+    advice: list[str]
+    parse_ok: bool
+    seconds: float
+    raw_text: str = ""
+    examples: list[str] = field(default_factory=list)  # image ids of the in-context examples
+
+
+@dataclass
+class ConfigResult:
+    config: EvalConfig
+    fingerprint: str
+    predictions: list[Prediction] = field(default_factory=list)
+    scores: Scores | None = None
+    advice_scores: Scores | None = None
+    asked: int = 0  # predictions made in this run (the rest came from the cache)
+    cached: int = 0
+    error: str = ""
+
+
+@dataclass
+class EvalRun:
+    dataset: str
+    task: str
+    split: str
+    image_ids: list[str]
+    results: list[ConfigResult]
+    skipped: dict[str, str] = field(default_factory=dict)  # image id -> why it was not evaluated
+    started_at: str = ""
+
+    @property
+    def n_images(self) -> int:
+        return len(self.image_ids)
+
+
+class PredictionCache:
+    """sqlite table of predictions by key; safe for one writer thread at a time."""
+
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / CACHE_DB
+        self._conn = sqlite3.connect(self.path, check_same_thread=False)
+        self._conn.execute(
+            "CREATE TABLE IF NOT EXISTS predictions (key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL,"
+            " image_id TEXT NOT NULL, record TEXT NOT NULL, created_at TEXT NOT NULL)"
+        )
+        self._conn.commit()
+
+    def get(self, key: str) -> Prediction | None:
+        row = self._conn.execute("SELECT record FROM predictions WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        try:
+            return Prediction(**json.loads(row[0]))
+        except (TypeError, ValueError):
+            return None  # written by another version: ask again
+
+    def put(self, key: str, fingerprint: str, prediction: Prediction) -> None:
+        self._conn.execute(
+            "INSERT OR REPLACE INTO predictions VALUES (?, ?, ?, ?, ?)",
+            (key, fingerprint, prediction.image_id, json.dumps(asdict(prediction)), _now()),
+        )
+        self._conn.commit()
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def prediction_key(
+    fingerprint: str, image_id: str, context: AnalysisContext | None, examples: Sequence[Any]
+) -> str:
+    """Cache key: configuration, image, and exactly what went into the prompt besides the image."""
+    data = {
+        "config": fingerprint,
+        "image": image_id,
+        "context": context.to_dict() if context is not None else None,
+        "examples": [[e.image_id, e.answer] for e in examples],
+    }
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class _ChosenExample:
+    image_id: str
+    answer: str
+
+
+def resolve_task(dataset: Dataset, split: str, task: str | None) -> str:
+    """The task to evaluate: given, or the only one with reviewed images in the split."""
+    from napari_fracto.dataset import Status
+
+    if task:
+        return task
+    tasks = sorted({i.task for i in dataset.iter_items(split=split, status=Status.REVIEWED) if i.task})
+    if len(tasks) == 1:
+        return tasks[0]
+    if not tasks:
+        raise EvaluationError(
+            f"the {split} split of {dataset.root} has no reviewed images; review some images and assign "
+            "splits (`napari-fracto dataset split`) first"
+        )
+    raise EvaluationError(
+        f"the {split} split holds several tasks ({', '.join(tasks)}); choose one with --task"
+    )
+
+
+def evaluate(
+    dataset: Dataset,
+    configs: Sequence[EvalConfig],
+    out_dir: str | Path,
+    *,
+    split: str = "test",
+    task: str | None = None,
+    example_split: str = "train",
+    backend_factory: BackendFactory | None = None,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    cancel: threading.Event | None = None,
+    progress: Progress | None = None,
+) -> EvalRun:
+    """Run every configuration on the reviewed images of `split` and score each against the corrections.
+
+    A backend error stops that configuration (its message is kept in `ConfigResult.error`; what was
+    done is cached, so a re-run resumes); an unreadable image is skipped for all. Cancelling raises
+    `CancelledError` after caching what was finished.
+    """
+    from napari_fracto.dataset import Status
+    from napari_fracto.icl import ExampleSelector, FeatureCache
+    from napari_fracto.vocabulary import load_vocabulary
+
+    if not configs:
+        raise EvaluationError("no configurations to evaluate; give backend settings or a comparison file")
+    task = resolve_task(dataset, split, task)
+    vocab = load_vocabulary(task)
+    items = list(dataset.iter_items(task=task, split=split, status=Status.REVIEWED))
+    if not items:
+        raise EvaluationError(
+            f"no reviewed {task} images in the {split} split of {dataset.root}; "
+            "review images and assign splits first"
+        )
+    out = Path(out_dir)
+    cache = PredictionCache(out / CACHE_DIR)
+    features = FeatureCache(out / CACHE_DIR)
+    selector = (
+        ExampleSelector(dataset, task, split=example_split, cache=features)
+        if any(c.shots for c in configs)
+        else None
+    )
+    if selector is not None and not selector.candidates:
+        log.warning(
+            "No reviewed %s images in the %s split: k-shot configurations run with 0 examples",
+            task,
+            example_split,
+        )
+
+    run = EvalRun(str(dataset.root), task, split, [i.image_id for i in items], [], started_at=_now())
+    total = len(configs) * len(items)
+    done = 0
+    try:
+        for config in configs:
+            result = ConfigResult(config, config.fingerprint())
+            run.results.append(result)
+            backend: Backend | None = None
+            try:
+                for item in items:
+                    if cancel is not None and cancel.is_set():
+                        raise CancelledError("Evaluation cancelled.")
+                    if item.image_id in run.skipped:
+                        done += 1
+                        continue
+                    if progress is not None:
+                        progress(
+                            done, total, f"{config.label}: {item.image.original_name or item.image_id[:12]}"
+                        )
+                    try:
+                        prediction, asked, backend = _predict(
+                            dataset,
+                            item,
+                            config,
+                            result.fingerprint,
+                            vocab,
+                            cache,
+                            selector,
+                            backend,
+                            backend_factory,
+                            cancel,
+                        )
+                    except (ValueError, OSError) as exc:  # ImageError / DatasetError / unreadable file
+                        run.skipped[item.image_id] = str(exc)
+                        log.warning("Skipping %s: %s", item.image_id[:12], exc)
+                        done += 1
+                        continue
+                    result.predictions.append(prediction)
+                    result.asked += asked
+                    result.cached += 1 - asked
+                    done += 1
+            except CancelledError:
+                raise
+            except BackendError as exc:
+                result.error = str(exc)
+                log.warning("Configuration %r stopped: %s", config.label, exc)
+                done = (configs.index(config) + 1) * len(items)
+            finally:
+                if backend is not None:
+                    backend.close()
+            if progress is not None:
+                progress(done, total, f"{config.label}: done")
+    finally:
+        cache.close()
+
+    kept = [i for i in items if i.image_id not in run.skipped]
+    run.image_ids = [i.image_id for i in kept]
+    truth = {i.image_id: i.review for i in kept}
+    for result in run.results:
+        _score(result, truth, vocab, resamples=resamples, seed=seed)
+    return run
+
+
+def _predict(
+    dataset: Dataset,
+    item: Item,
+    config: EvalConfig,
+    fingerprint: str,
+    vocab: Any,
+    cache: PredictionCache,
+    selector: Any,
+    backend: Backend | None,
+    backend_factory: BackendFactory | None,
+    cancel: threading.Event | None,
+) -> tuple[Prediction, int, Backend | None]:
+    """One image under one configuration: from the cache, else from the model (built on first need)."""
+    from napari_fracto.analysis import analyze_array
+
+    review = item.review
+    context = review.context if (config.context and review and not review.context.is_empty()) else None
+    array = None
+    chosen = []
+    examples = []
+    if config.shots and selector is not None:
+        array = dataset.image_array(item.image_id)
+        candidates = selector.select(
+            array, config.shots, method=config.select, context=context, seed=config.seed
+        )
+        examples = selector.examples(
+            candidates,
+            with_context=config.context,
+            advice=config.advice,
+            max_image_tokens=config.settings.max_image_tokens,
+        )
+        chosen = [
+            _ChosenExample(c.image_id, e.answer_text) for c, e in zip(candidates, examples, strict=True)
+        ]
+    key = prediction_key(fingerprint, item.image_id, context, chosen)
+    found = cache.get(key)
+    if found is not None:
+        return found, 0, backend
+    if array is None:
+        array = dataset.image_array(item.image_id)
+    if backend is None:
+        backend = _make_backend(config, backend_factory)
+    result = analyze_array(
+        array,
+        task=vocab,
+        backend=backend,
+        context=context,
+        max_image_tokens=config.settings.max_image_tokens,
+        max_new_tokens=config.settings.max_new_tokens,
+        tiles=config.tiles,
+        source=item.image_id,
+        examples=examples,
+        advice=config.advice,
+        cancel=cancel,
+    )
+    prediction = Prediction(
+        image_id=item.image_id,
+        labels=list(dict.fromkeys([*result.labels, *result.unknown_labels])),
+        advice=list(result.advice),
+        parse_ok=result.parse_ok,
+        seconds=result.seconds,
+        raw_text=result.raw_text,
+        examples=[c.image_id for c in chosen],
+    )
+    cache.put(key, fingerprint, prediction)
+    return prediction, 1, backend
+
+
+def _make_backend(config: EvalConfig, factory: BackendFactory | None) -> Backend:
+    if factory is not None:
+        return factory(config.settings)
+    from napari_fracto.backends.factory import make_backend
+
+    return make_backend(config.settings)
+
+
+def _score(result: ConfigResult, truth: dict[str, Any], vocab: Any, *, resamples: int, seed: int) -> None:
+    """Label scores over the images predicted; advice scores over images with corrected advice."""
+    from napari_fracto.analysis import ADVICE_VOCABULARY
+    from napari_fracto.vocabulary import load_vocabulary
+
+    predictions = [p for p in result.predictions if p.image_id in truth]
+    if not predictions:
+        return
+
+    def canonical(labels: Sequence[str]) -> list[str]:
+        return [vocab.canonical(label) or label for label in labels]
+
+    outcomes = [
+        ImageOutcome.make(
+            p.labels,
+            canonical(truth[p.image_id].labels),
+            parse_ok=p.parse_ok,
+            seconds=p.seconds,
+            image_id=p.image_id,
+        )
+        for p in predictions
+    ]
+    result.scores = score(
+        outcomes, vocab.names(), exclusive=vocab.exclusive_labels, resamples=resamples, seed=seed
+    )
+    advice_task = ADVICE_VOCABULARY.get(vocab.task)
+    with_advice = [p for p in predictions if truth[p.image_id].advice]
+    if result.config.advice and advice_task and with_advice:
+        advice_vocab = load_vocabulary(advice_task)
+        advice_outcomes = [
+            ImageOutcome.make(p.advice, truth[p.image_id].advice, parse_ok=p.parse_ok, image_id=p.image_id)
+            for p in with_advice
+        ]
+        result.advice_scores = score(
+            advice_outcomes,
+            advice_vocab.names(),
+            exclusive=advice_vocab.exclusive_labels,
+            resamples=resamples,
+            seed=seed,
+        )
