@@ -74,7 +74,7 @@ def remove_phase_ramp(obj_complex: np.ndarray, mask: np.ndarray | Region | None 
 
 
 def unwrap_phase(phase: np.ndarray) -> np.ndarray:
-    """Phase without 2-pi jumps (scikit-image's reliability-sorted unwrapping), so thick objects read smoothly."""
+    """Phase without 2-pi jumps (scikit-image's unwrapping): thick objects read smoothly."""
     from skimage.restoration import unwrap_phase as _unwrap
 
     arr = _as_2d(phase, "The phase")
@@ -88,7 +88,8 @@ def _positions_array(positions_px: np.ndarray) -> np.ndarray:
     pos = np.asarray(positions_px, dtype=np.float64)
     if pos.ndim != 2 or pos.shape[1] != 2 or len(pos) == 0:
         raise ValueError(
-            f"Scan positions must be an (N, 2) array of (row, column) probe centres in pixels, got {pos.shape}."
+            "Scan positions must be an (N, 2) array of (row, column) probe centres in pixels, "
+            f"got {pos.shape}."
         )
     if not np.isfinite(pos).all():
         raise ValueError("Scan positions contain NaN or infinite values.")
@@ -131,7 +132,7 @@ def crop_to_scanned(
     probe_shape: tuple[int, ...],
     margin_px: float | None = None,
 ) -> np.ndarray:
-    """`image` (..., H, W) cut to `scanned_region`, so unlit edges neither draw the eye nor cost model tokens."""
+    """`image` (..., H, W) cut to `scanned_region`: unlit edges neither draw the eye nor cost tokens."""
     arr = np.asarray(image)
     if arr.ndim < 2:
         raise ValueError(f"crop_to_scanned needs an image of 2 or more dimensions, got shape {arr.shape}.")

@@ -49,7 +49,7 @@ class EvidenceThresholds:
 
 @dataclass(frozen=True)
 class Evidence:
-    """Measured values of one image (phase in rad, lengths in pixels) and the thresholds they are judged by."""
+    """Measured values of one image (phase in rad, lengths in pixels) and the thresholds that judge them."""
 
     image_shape: tuple[int, int]
     scan_step_px: float | None
@@ -88,9 +88,9 @@ class Evidence:
         """Classes these numbers argue against (clearly below the flag level), for contradicting the model."""
         t = self.thresholds
         out = set()
-        if self.grid_period_px is None or self.grid_ratio < t.grid_ratio_clear:
-            if self.step_source != "none":
-                out.add(GRID)
+        weak_grid = self.grid_period_px is None or self.grid_ratio < t.grid_ratio_clear
+        if weak_grid and self.step_source != "none":
+            out.add(GRID)
         if self.ramp_across_field_rad < t.ramp_across_field_clear_rad:
             out.add(RAMP)
         if self.noise_rad < t.noise_clear_rad:
@@ -243,7 +243,7 @@ def measure_evidence(
     search_step: bool = True,
     thresholds: EvidenceThresholds | None = None,
 ) -> Evidence:
-    """Measure one reconstruction (complex object, or real phase in rad), ideally cropped to the scanned region.
+    """Measure one reconstruction (complex object or real phase in rad), best cropped to the scanned region.
 
     The scan step is taken from `scan_step_px`, else from `positions_px` (median neighbour distance), else
     searched for in the spectrum when `search_step` (a stricter threshold then applies).
