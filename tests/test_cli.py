@@ -1,0 +1,154 @@
+"""`napari-fracto analyze` over real files: every readable file gets a record, bad ones are skipped."""
+
+from __future__ import annotations
+
+import csv
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_fracto.cli import main
+from napari_fracto.testing.fake_openai_server import FakeOpenAIServer
+
+ANSWER = json.dumps(
+    {"labels": [{"label": "intergranular facets", "confidence": 0.9, "bbox_2d": [0, 0, 500, 500]}]}
+)
+
+
+def _records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_tiny_local_model_writes_a_record_for_every_shared_image(tiny_vlm_dir, shared_data, tmp_path, capsys):
+    fracto = shared_data / "fractography" / "ceramic-sem"
+    ptycho = shared_data / "ptychography"
+    inputs = [
+        fracto,
+        ptycho / "ptychi-sim" / "g_raster_grid_product.h5",
+        ptycho / "ptychi-sim" / "a_baseline_object.npy",
+        ptycho / "real" / "Run1084_recon3_postPC.npz",
+    ]
+    out = tmp_path / "results.jsonl"
+    code = main(
+        ["analyze", *map(str, inputs), "--task", "fracture", "--model", str(tiny_vlm_dir),
+         "--device", "cpu", "--max-new-tokens", "8", "--max-image-tokens", "64",
+         "--out", str(out), "--csv", str(tmp_path / "r.csv")]
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    records = _records(out)
+    sources = {r["source"] for r in records}
+    for jpg in fracto.glob("*.jpg"):
+        assert str(jpg) in sources
+    assert any("g_raster_grid_product.h5" in s for s in sources)
+    assert any("Run1084" in s for s in sources)
+    for record in records:
+        assert record["backend"] == "transformers"
+        assert record["model"] == str(tiny_vlm_dir)
+        assert record["prompt_version"]
+        assert record["seconds"] > 0
+        assert isinstance(record["raw_text"], str)
+    with open(tmp_path / "r.csv") as fh:
+        assert next(csv.reader(fh))[:2] == ["source", "label"]
+
+
+def test_server_backend_keeps_several_requests_in_flight(tmp_path):
+    for i in range(6):
+        tifffile.imwrite(
+            tmp_path / f"img{i}.tif", (np.arange(64 * 64).reshape(64, 64) * (i + 1)).astype(np.uint16)
+        )
+    out = tmp_path / "out.jsonl"
+    with FakeOpenAIServer(answer=ANSWER, delay=0.3) as server:
+        code = main(
+            ["analyze", str(tmp_path), "--task", "fracture", "--backend", "openai",
+             "--base-url", server.base_url, "--model", server.script.models[0],
+             "--concurrency", "3", "--out", str(out)]
+        )  # fmt: skip
+        assert server.max_in_flight > 1
+    assert code == 0
+    records = _records(out)
+    assert len(records) == 6
+    finding = records[0]["findings"][0]
+    assert finding["label"] == "intergranular facets"
+    assert finding["box"] == [0.0, 0.0, 32.0, 32.0]  # grid 0-500 of a 64 px image, in pixels
+
+
+def test_a_bad_file_is_reported_and_skipped_not_the_end_of_the_batch(tmp_path, capsys):
+    (tmp_path / "broken.tif").write_bytes(b"this is not a tiff")
+    tifffile.imwrite(
+        tmp_path / "good.tif", np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)
+    )
+    out = tmp_path / "out.jsonl"
+    with FakeOpenAIServer(answer=ANSWER) as server:
+        code = main(
+            ["analyze", str(tmp_path), "--task", "fracture", "--backend", "openai",
+             "--base-url", server.base_url, "--model", server.script.models[0], "--out", str(out)]
+        )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "broken.tif" in err
+    assert "1 image(s) analysed, 1 failed" in err
+    assert [Path(r["source"]).name for r in _records(out)] == ["good.tif"]
+
+
+def test_server_down_says_so_for_each_file(tmp_path, capsys):
+    tifffile.imwrite(tmp_path / "a.tif", np.eye(64, dtype=np.uint8) * 255)
+    url = f"http://127.0.0.1:{_free_port()}/v1"
+    code = main(
+        [
+            "analyze",
+            str(tmp_path),
+            "--task",
+            "fracture",
+            "--backend",
+            "openai",
+            "--base-url",
+            url,
+            "--model",
+            "m",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "a.tif" in err
+    assert url.split("/v1")[0] in err
+
+
+def test_remote_server_needs_consent_before_any_image_leaves(tmp_path, capsys, monkeypatch):
+    tifffile.imwrite(tmp_path / "a.tif", np.eye(64, dtype=np.uint8))
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: False)  # no terminal to ask
+    code = main(
+        ["analyze", str(tmp_path), "--task", "fracture", "--backend", "openai",
+         "--base-url", "https://api.example.invalid/v1", "--model", "gpt"]
+    )  # fmt: skip
+    assert code == 2
+    assert "--allow-remote" in capsys.readouterr().err
+
+
+def test_unknown_task_is_a_clear_error(tmp_path, capsys):
+    assert main(["analyze", str(tmp_path), "--task", "histology"]) == 2
+    err = capsys.readouterr().err
+    assert "histology" in err
+    assert "fracture" in err
+
+
+@pytest.mark.slow
+def test_console_entry_point_runs(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "napari_fracto", "analyze", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "--concurrency" in result.stdout
