@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import os
+from pathlib import Path
 
 import pytest
 
@@ -196,3 +198,19 @@ def test_bad_user_file_gives_a_message_naming_the_file(user_dir, content, messag
     with pytest.raises(VocabularyError, match=message) as info:
         load_vocabulary("fracture")
     assert str(path) in str(info.value)
+
+
+SHARED_LABELS = (
+    Path(__file__).resolve().parents[2] / "shared" / "data" / "ptychography" / "ptychi-sim" / "labels.csv"
+)
+
+
+@pytest.mark.skipif(not SHARED_LABELS.is_file(), reason="shared test data (../shared/data) not present")
+def test_curated_labels_of_the_shared_reconstructions_are_all_canonical_names():
+    vocab = load_vocabulary("ptychography")
+    with SHARED_LABELS.open(encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert rows
+    for row in rows:
+        for name in row["ptychobench_labels"].split(";"):
+            assert name in vocab.names(), (row["file"], name)
