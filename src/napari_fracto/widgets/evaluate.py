@@ -1,0 +1,374 @@
+"""The Evaluate dock widget: compare configurations on a dataset split, see the table and the chart.
+
+Thin on purpose: `napari_fracto.evaluation` does the work in a napari thread worker (napari stays
+responsive, Cancel stops at the next image); this file only collects choices and shows results.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from qtpy.QtCore import QObject, Qt, Signal
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_fracto.widgets._common import Outcome, run_catching, show_error, show_info
+
+if TYPE_CHECKING:
+    import napari
+
+    from napari_fracto.evaluation.compare import EvalConfig
+    from napari_fracto.evaluation.runner import BackendFactory, EvalRun
+
+logger = logging.getLogger(__name__)
+
+CURRENT = "Current backend settings"
+COMPARISON = "Comparison file"
+
+
+class _Relay(QObject):
+    """Carries (done, total, message) from the worker thread to the UI thread."""
+
+    progress = Signal(int, int, str)
+
+    def __call__(self, done: int, total: int, message: str) -> None:
+        self.progress.emit(int(done), int(total), str(message))
+
+
+@dataclass
+class _Job:
+    dataset: Path
+    configs: list[EvalConfig]
+    out: Path
+    split: str
+    task: str | None
+    resamples: int
+    backend_factory: BackendFactory | None
+    progress: _Relay
+    cancel: threading.Event
+
+    def run(self) -> tuple[EvalRun, dict[str, Path]]:
+        from napari_fracto.dataset import Dataset
+        from napari_fracto.evaluation.report import write_reports
+        from napari_fracto.evaluation.runner import evaluate
+
+        with Dataset.open(self.dataset) as dataset:
+            run = evaluate(
+                dataset,
+                self.configs,
+                self.out,
+                split=self.split,
+                task=self.task,
+                resamples=self.resamples,
+                backend_factory=self.backend_factory,
+                cancel=self.cancel,
+                progress=self.progress,
+            )
+        return run, write_reports(run, self.out)
+
+
+def parse_shots(text: str) -> list[int]:
+    """ "0, 1, 3" -> [0, 1, 3]; raises ValueError with what to type instead."""
+    try:
+        values = [int(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise ValueError(f"Shots must be numbers separated by commas, e.g. 0,1,3 (got {text!r}).") from None
+    if not values or any(v < 0 for v in values):
+        raise ValueError(f"Shots must be numbers of 0 or more, e.g. 0,1,3 (got {text!r}).")
+    return list(dict.fromkeys(values))
+
+
+class EvaluateWidget(QWidget):
+    """Pick a dataset, split and configurations; Run shows the comparison table and chart.
+
+    Test hook: `backend_factory(settings) -> Backend` replaces the real backends when set.
+    """
+
+    run_finished = Signal()
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.backend_factory: BackendFactory | None = None
+        self.last_run: EvalRun | None = None
+        self.last_paths: dict[str, Path] = {}
+        self._job: _Job | None = None
+        self._worker: Any = None
+        self._relay = _Relay(self)
+        self._relay.progress.connect(self._on_progress)
+        self._build_ui()
+
+    # --- UI ------------------------------------------------------------------------------------------
+
+    def _build_ui(self) -> None:
+        from napari_fracto.evaluation.report import COLUMNS
+        from napari_fracto.vocabulary import available_tasks
+
+        layout = QVBoxLayout(self)
+        form = QFormLayout()
+        self.dataset_edit = QLineEdit()
+        self.dataset_edit.setPlaceholderText("folder of a corrections dataset")
+        form.addRow("Dataset", self._with_browse(self.dataset_edit, "Choose the dataset folder"))
+        self.split_combo = QComboBox()
+        self.split_combo.addItems(["test", "val", "train"])
+        form.addRow("Split", self.split_combo)
+        self.task_combo = QComboBox()
+        self.task_combo.addItem("(the split's task)", None)
+        for task in available_tasks():
+            self.task_combo.addItem(task, task)
+        form.addRow("Task", self.task_combo)
+
+        self.mode_combo = QComboBox()
+        self.mode_combo.addItems([CURRENT, COMPARISON])
+        self.mode_combo.currentTextChanged.connect(self._on_mode_changed)
+        form.addRow("Configurations", self.mode_combo)
+        self.model_label = QLabel()
+        self.model_label.setWordWrap(True)
+        form.addRow("Model", self.model_label)
+        self.shots_edit = QLineEdit("0")
+        self.shots_edit.setToolTip("In-context examples from the train split; a list runs one row per value.")
+        form.addRow("Shots", self.shots_edit)
+        self.select_combo = QComboBox()
+        self.select_combo.addItems(["similar", "random"])
+        form.addRow("Examples", self.select_combo)
+        self.context_check = QCheckBox("send the sample context")
+        self.context_check.setChecked(True)
+        self.advice_check = QCheckBox("ask and score reconstruction advice (ptychography)")
+        form.addRow("", self.context_check)
+        form.addRow("", self.advice_check)
+        self.compare_edit = QLineEdit()
+        self.compare_edit.setPlaceholderText("compare.toml or .json")
+        self._compare_row = self._with_browse(self.compare_edit, "Choose a comparison file", file=True)
+        form.addRow("Comparison", self._compare_row)
+        self.out_edit = QLineEdit()
+        self.out_edit.setPlaceholderText("default: DATASET/evaluation (holds the cache)")
+        form.addRow("Output", self._with_browse(self.out_edit, "Choose the output folder"))
+        self.resamples_spin = QSpinBox()
+        self.resamples_spin.setRange(0, 10_000)
+        self.resamples_spin.setValue(1000)
+        self.resamples_spin.setToolTip("Bootstrap resamples for the 95 % intervals (0: none).")
+        form.addRow("Resamples", self.resamples_spin)
+        layout.addLayout(form)
+
+        buttons = QHBoxLayout()
+        self.run_button = QPushButton("Run")
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.cancel_button)
+        layout.addLayout(buttons)
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setVisible(False)
+        layout.addWidget(self.progress_bar)
+        self.status_label = QLabel("")
+        self.status_label.setWordWrap(True)
+        layout.addWidget(self.status_label)
+
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(list(COLUMNS))
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        layout.addWidget(self.table)
+        self.chart_label = QLabel()
+        self.chart_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        layout.addWidget(self.chart_label)
+        self._on_mode_changed(CURRENT)
+
+    def _with_browse(self, edit: QLineEdit, title: str, *, file: bool = False) -> QWidget:
+        row = QWidget()
+        box = QHBoxLayout(row)
+        box.setContentsMargins(0, 0, 0, 0)
+        box.addWidget(edit)
+        button = QToolButton()
+        button.setText("…")
+        button.clicked.connect(lambda: self._browse(edit, title, file))
+        box.addWidget(button)
+        return row
+
+    def _browse(self, edit: QLineEdit, title: str, file: bool) -> None:
+        if file:
+            path, _ = QFileDialog.getOpenFileName(self, title, edit.text(), "Comparison (*.toml *.json)")
+        else:
+            path = QFileDialog.getExistingDirectory(self, title, edit.text())
+        if path:
+            edit.setText(path)
+
+    def _on_mode_changed(self, mode: str) -> None:
+        current = mode == CURRENT
+        for w in (self.shots_edit, self.select_combo, self.context_check, self.advice_check):
+            w.setEnabled(current)
+        self._compare_row.setEnabled(not current)
+        from napari_fracto.settings import load_settings
+
+        s = load_settings()
+        where = f" at {s.base_url}" if s.kind == "openai" and s.base_url else ""
+        adapter = f" + {s.adapter}" if s.adapter else ""
+        prefix = "defaults: " if not current else ""
+        self.model_label.setText(f"{prefix}{s.kind}: {s.model or '(no model)'}{adapter}{where}")
+
+    # --- running ------------------------------------------------------------------------------------
+
+    @property
+    def busy(self) -> bool:
+        return self._job is not None
+
+    def configs(self) -> list[EvalConfig]:
+        """The configurations the form describes (raises ValueError with a message for the user)."""
+        from napari_fracto.evaluation.compare import expand, load_comparison
+        from napari_fracto.settings import load_settings
+
+        settings = load_settings()
+        if self.mode_combo.currentText() == COMPARISON:
+            path = self.compare_edit.text().strip()
+            if not path:
+                raise ValueError(
+                    "Choose a comparison file (TOML or JSON), or use the current backend settings."
+                )
+            return load_comparison(path, settings)
+        entry = {
+            "shots": parse_shots(self.shots_edit.text()),
+            "select": self.select_combo.currentText(),
+            "context": self.context_check.isChecked(),
+            "advice": self.advice_check.isChecked(),
+        }
+        return expand([entry], settings)
+
+    def run(self) -> None:
+        """Start the evaluation in a worker thread (ignored while one runs)."""
+        if self.busy:
+            return
+        dataset = self.dataset_edit.text().strip()
+        if not dataset:
+            show_error("Choose the dataset folder to evaluate on.")
+            return
+        try:
+            configs = self.configs()
+        except ValueError as exc:
+            show_error(str(exc))
+            return
+        for config in configs:
+            if not self._remote_confirmed(config):
+                return
+        out = Path(self.out_edit.text().strip() or Path(dataset) / "evaluation")
+        job = _Job(
+            dataset=Path(dataset),
+            configs=configs,
+            out=out,
+            split=self.split_combo.currentText(),
+            task=self.task_combo.currentData(),
+            resamples=self.resamples_spin.value(),
+            backend_factory=self.backend_factory,
+            progress=self._relay,
+            cancel=threading.Event(),
+        )
+        self._start(job)
+
+    def _remote_confirmed(self, config: EvalConfig) -> bool:
+        from napari_fracto.backends.openai_backend import remote_warning
+
+        if config.settings.kind != "openai":
+            return True
+        warning = remote_warning(config.settings.base_url or None)
+        if warning is None:
+            return True
+        answer = QMessageBox.question(self, "Send images to a remote server?", warning + "\n\nSend them?")
+        return answer == QMessageBox.StandardButton.Yes
+
+    def _start(self, job: _Job) -> None:
+        from napari.qt.threading import create_worker
+
+        self._job = job
+        self._set_busy(True)
+        self.status_label.setText(f"Evaluating {len(job.configs)} configuration(s) …")
+        worker = create_worker(run_catching, job.run, _start_thread=False)
+        worker.returned.connect(lambda outcome: self._on_returned(job, outcome))
+        self._worker = worker
+        worker.start()
+
+    def cancel(self) -> None:
+        """Stop after the current image; what was finished stays cached for the next run."""
+        job = self._job
+        if job is None:
+            return
+        job.cancel.set()  # the runner and the backend stop at the next check; `returned` reports it
+        self.status_label.setText("Cancelling after the current image …")
+
+    def _set_busy(self, busy: bool) -> None:
+        self.run_button.setEnabled(not busy)
+        self.cancel_button.setEnabled(busy)
+        self.progress_bar.setVisible(busy)
+        if busy:
+            self.progress_bar.setRange(0, 0)
+
+    def _on_progress(self, done: int, total: int, message: str) -> None:
+        if self._job is None or total <= 0:
+            return
+        self.progress_bar.setRange(0, total)
+        self.progress_bar.setValue(done)
+        self.status_label.setText(message)
+
+    def _on_returned(self, job: _Job, outcome: Outcome) -> None:
+        if job is not self._job:
+            return
+        self._job = None
+        self._worker = None
+        self._set_busy(False)
+        if outcome.cancelled:
+            self.status_label.setText("Cancelled; finished predictions are cached.")
+        elif outcome.error:
+            self.status_label.setText("Failed.")
+            show_error(outcome.error)
+        else:
+            run, paths = outcome.value
+            self.show_run(run, paths)
+            failed = [r.config.label for r in run.results if r.error]
+            note = f" Stopped: {', '.join(failed)} (see the table)." if failed else ""
+            self.status_label.setText(f"{run.n_images} image(s); results in {job.out}.{note}")
+            show_info(f"Evaluation finished: results in {job.out}")
+        self.run_finished.emit()
+
+    def show_run(self, run: EvalRun, paths: dict[str, Path]) -> None:
+        """Fill the table and show the chart."""
+        from qtpy.QtGui import QPixmap
+
+        from napari_fracto.evaluation.report import COLUMNS, table_rows
+
+        self.last_run, self.last_paths = run, paths
+        rows = table_rows(run)
+        self.table.setRowCount(len(rows))
+        for i, row in enumerate(rows):
+            for j, column in enumerate(COLUMNS):
+                self.table.setItem(i, j, QTableWidgetItem(row[column]))
+        chart = paths.get("chart")
+        pixmap = QPixmap(str(chart)) if chart else QPixmap()
+        if not pixmap.isNull():
+            self.chart_label.setPixmap(
+                pixmap.scaledToWidth(min(pixmap.width(), 600), Qt.TransformationMode.SmoothTransformation)
+            )
+
+    def closeEvent(self, event: Any) -> None:
+        self.cancel()
+        super().closeEvent(event)
