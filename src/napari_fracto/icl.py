@@ -68,9 +68,14 @@ def content_hash(array: np.ndarray) -> str:
 
 
 def grey_image(array: np.ndarray) -> np.ndarray:
-    """The image as the model sees it (`imaging.to_model_rgb`), as float grey in 0-1."""
-    from napari_fracto.imaging import to_model_rgb
+    """The image as the model sees it (`imaging.to_model_rgb`), as float grey in 0-1, at most ~2x the
+    feature size per side (block-averaged first, so large images cost little)."""
+    from napari_fracto.imaging import block_mean, to_model_rgb
 
+    height, width = np.shape(array)[:2]
+    factor = min(height, width) // (2 * THUMBNAIL)
+    if factor >= 2:
+        array = block_mean(array, factor)
     return to_model_rgb(array).astype(np.float32).mean(axis=2) / 255.0
 
 
