@@ -28,3 +28,11 @@ def _isolated_user_dirs(tmp_path_factory, monkeypatch):
     config = tmp_path_factory.mktemp("config")
     monkeypatch.setenv("NAPARI_FRACTO_CONFIG_DIR", str(config))
     monkeypatch.setenv("NAPARI_FRACTO_VOCAB_DIR", str(config / "vocabularies"))
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm_dir(tmp_path_factory) -> Path:
+    """A random tiny Qwen3-VL model directory, laid out like a Hub download; built once per session (~1 s)."""
+    from napari_fracto.testing.tiny_vlm import build_tiny_vlm
+
+    return build_tiny_vlm(tmp_path_factory.mktemp("tiny_vlm") / "Qwen3-VL-tiny")
