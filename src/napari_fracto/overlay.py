@@ -76,6 +76,7 @@ class ShapesSpec:
             "features": self.features,
             "face_color": "transparent",
             "edge_width": self.edge_width,
+            "opacity": 1.0,  # napari's default 0.7 dulls the label colours on bright images
             "text": self.text,
             "metadata": self.metadata,
         }

@@ -1,0 +1,675 @@
+"""The Analyze dock widget: one image layer through one vision-language model, findings as an overlay.
+
+The model runs in a napari thread worker (napari stays responsive); layers are only touched in the slot
+that receives the result, on the UI thread. The backend is cached between runs while its settings are
+unchanged, because loading a local model takes a while.
+"""
+
+from __future__ import annotations
+
+import logging
+import textwrap
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+import numpy as np
+from qtpy.QtCore import Qt, Signal
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QMessageBox,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_fracto.findings import AnalysisContext, AnalysisResult
+from napari_fracto.widgets._common import (
+    Outcome,
+    ProgressRelay,
+    run_catching,
+    show_error,
+    show_info,
+    show_warning,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import napari
+
+    from napari_fracto.backends.base import Backend
+    from napari_fracto.settings import BackendSettings
+
+logger = logging.getLogger(__name__)
+
+# Hosts the user agreed to send images to, for the lifetime of the napari session (all widgets).
+_CONFIRMED_HOSTS: set[str] = set()
+
+KINDS = ("transformers", "openai")
+DEVICES = ("auto", "cuda", "mps", "cpu")
+CANVAS_LINE_CHARS = 40
+
+
+@dataclass
+class Plane:
+    """The 2-D image (RGB allowed) the user is looking at, and where it sits in its layer."""
+
+    array: Any
+    leading: tuple[int, ...]
+    source: str
+
+
+def displayed_plane(layer: Any, viewer: Any) -> Plane:
+    """The plane of `layer` shown in the viewer: the whole image in 2-D, the current slice of a stack.
+
+    Raises ValueError (shown to the user) when no single 2-D plane is displayed.
+    """
+    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+    ndim = int(layer.ndim)
+    base = str(getattr(layer.source, "path", None) or layer.name)
+    if ndim == 2:
+        return Plane(data, (), base)
+    if viewer.dims.ndisplay != 2:
+        raise ValueError(
+            f"'{layer.name}' is shown in 3-D. Analyze works on one 2-D plane: switch the viewer to 2-D "
+            "(the 2D/3D button at the bottom left) and pick a plane with the sliders."
+        )
+    world_ndim = viewer.dims.ndim
+    if sorted(viewer.dims.displayed) != [world_ndim - 2, world_ndim - 1]:
+        raise ValueError(
+            "Analyze works on the image's last two axes (rows and columns); the viewer shows other axes. "
+            "Use 'Roll dimensions' or reset the axis order, then analyse again."
+        )
+    from napari_fracto.imaging import displayed_plane as plane_of
+
+    coords = layer.world_to_data(viewer.dims.point)
+    shape = layer.data[0].shape if getattr(layer, "multiscale", False) else layer.data.shape
+    # the same rounding and clipping as imaging.displayed_plane, to name the plane and place the boxes
+    leading = tuple(int(min(max(round(float(c)), 0), shape[i] - 1)) for i, c in enumerate(coords[: ndim - 2]))
+    label = ", ".join(str(i) for i in leading)
+    return Plane(plane_of(data, coords[: ndim - 2], rgb=bool(layer.rgb)), leading, f"{base} [plane {label}]")
+
+
+def _host(settings: BackendSettings) -> str:
+    return urlparse(settings.base_url).hostname or settings.base_url or "api.openai.com"
+
+
+def _ask_user(message: str) -> bool:
+    """The default remote-host confirmation: a modal question, 'No' as the default answer."""
+    answer = QMessageBox.question(
+        None,
+        "Send the image to a remote server?",
+        message,
+        QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+        QMessageBox.StandardButton.No,
+    )
+    return answer == QMessageBox.StandardButton.Yes
+
+
+def _default_make_backend(settings: BackendSettings, api_key: str | None) -> Backend:
+    from napari_fracto.backends.factory import make_backend
+
+    return make_backend(settings, api_key=api_key)
+
+
+@dataclass
+class _Job:
+    """One run; lives in the worker thread until it returns, then its fields are read on the UI thread."""
+
+    array: Any
+    task: str
+    settings: BackendSettings
+    api_key: str | None
+    backend: Backend | None
+    make_backend: Callable[[BackendSettings, str | None], Backend]
+    context: AnalysisContext
+    tiles: int
+    advice: bool
+    source: str
+    cancel: threading.Event
+    progress: Callable[[int, int], None]
+
+    def run(self) -> AnalysisResult:
+        from napari_fracto.analysis import analyze_array
+
+        array = np.asarray(self.array)  # lazy (dask, zarr) planes load here, off the UI thread
+        if self.backend is None:
+            self.backend = self.make_backend(self.settings, self.api_key)
+        return analyze_array(
+            array,
+            task=self.task,
+            backend=self.backend,
+            context=self.context,
+            max_image_tokens=self.settings.max_image_tokens,
+            max_new_tokens=self.settings.max_new_tokens,
+            tiles=self.tiles,
+            source=self.source,
+            advice=self.advice,
+            cancel=self.cancel,
+            progress=self.progress,
+        )
+
+
+class AnalyzeWidget(QWidget):
+    """Dock widget: pick an image, describe the sample, choose a model, press Analyze.
+
+    Test and embedding hooks: `make_backend(settings, api_key)` builds the backend and
+    `confirm_remote(message) -> bool` asks before an image leaves the machine.
+    """
+
+    result_ready = Signal(object)  # the AnalysisResult, after the overlay is applied
+    run_finished = Signal()  # back to idle, whatever happened
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.make_backend: Callable[[BackendSettings, str | None], Backend] = _default_make_backend
+        self.confirm_remote: Callable[[str], bool] = _ask_user
+        self.last_result: AnalysisResult | None = None
+        self._backend: Backend | None = None
+        self._backend_key: str | None = None
+        self._job: _Job | None = None
+        self._worker: Any = None
+        self._relay = ProgressRelay(self)
+        self._relay.progress.connect(self._on_progress)
+
+        self._build_ui()
+        self._load_settings()
+        self._refresh_layers()
+        self.viewer.layers.events.inserted.connect(self._on_layer_inserted)
+        self.viewer.layers.events.removed.connect(self._refresh_layers)
+        for layer in self.viewer.layers:
+            layer.events.name.connect(self._refresh_layers)
+        self._set_busy(False)
+
+    # ---- UI -------------------------------------------------------------------------------------------
+    def _build_ui(self) -> None:
+        from napari_fracto.vocabulary import available_tasks
+
+        layout = QVBoxLayout(self)
+        form = QFormLayout()
+        self.image_combo = QComboBox()
+        self.image_combo.setToolTip("The image layer to analyse; for a stack, the plane on screen.")
+        self.task_combo = QComboBox()
+        self.task_combo.addItems(list(available_tasks()))
+        self.task_combo.currentTextChanged.connect(self._on_task_changed)
+        form.addRow("Image", self.image_combo)
+        form.addRow("Task", self.task_combo)
+        layout.addLayout(form)
+
+        sample = QWidget()
+        sform = QFormLayout(sample)
+        self.material_edit = QLineEdit()
+        self.material_edit.setPlaceholderText("e.g. Ti-6Al-4V, MgAl2O4")
+        self.sample_type_edit = QLineEdit()
+        self.sample_type_edit.setPlaceholderText("e.g. fatigue specimen, integrated circuit")
+        self.magnification_edit = QLineEdit()
+        self.magnification_edit.setPlaceholderText("e.g. 2000x, 10 nm pixels")
+        self.notes_edit = QLineEdit()
+        sform.addRow("Material", self.material_edit)
+        sform.addRow("Sample type", self.sample_type_edit)
+        sform.addRow("Magnification", self.magnification_edit)
+        sform.addRow("Notes", self.notes_edit)
+        self.sample_section = _Section("Sample (helps the model)", sample, expanded=True)
+        layout.addWidget(self.sample_section)
+
+        model = QWidget()
+        mform = QFormLayout(model)
+        self.kind_combo = QComboBox()
+        self.kind_combo.addItems(KINDS)
+        self.kind_combo.setToolTip("transformers: a local model; openai: any OpenAI-compatible server.")
+        self.kind_combo.currentTextChanged.connect(self._on_kind_changed)
+        self.model_edit = QLineEdit()
+        self.model_edit.setToolTip("A Hugging Face model id, a local model folder, or the served model name.")
+        self.model_browse = QToolButton()
+        self.model_browse.setText("…")
+        self.model_browse.clicked.connect(lambda: self._browse_dir(self.model_edit, "Model folder"))
+        self.base_url_edit = QLineEdit()
+        self.base_url_edit.setPlaceholderText("empty = api.openai.com; e.g. http://localhost:8000/v1")
+        self.adapter_edit = QLineEdit()
+        self.adapter_edit.setPlaceholderText("optional LoRA adapter folder")
+        self.adapter_browse = QToolButton()
+        self.adapter_browse.setText("…")
+        self.adapter_browse.clicked.connect(lambda: self._browse_dir(self.adapter_edit, "Adapter folder"))
+        self.api_key_edit = QLineEdit()
+        self.api_key_edit.setEchoMode(QLineEdit.EchoMode.Password)
+        self.api_key_edit.setToolTip("Kept in memory only, never saved.")
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(DEVICES)
+        self.tokens_spin = QSpinBox()
+        self.tokens_spin.setRange(16, 16384)
+        self.tokens_spin.setSingleStep(256)
+        self.tokens_spin.setToolTip("Image tokens per request (one per 32x32 pixels); larger is slower.")
+        self.tiles_spin = QSpinBox()
+        self.tiles_spin.setRange(1, 8)
+        self.tiles_spin.setToolTip("Split the image into N x N tiles so fine features survive the budget.")
+        self.advice_check = QCheckBox("Suggest fixes (ptychography)")
+        mform.addRow("Backend", self.kind_combo)
+        mform.addRow("Model", _row(self.model_edit, self.model_browse))
+        mform.addRow("Base URL", self.base_url_edit)
+        mform.addRow("Adapter", _row(self.adapter_edit, self.adapter_browse))
+        mform.addRow("API key", self.api_key_edit)
+        mform.addRow("Device", self.device_combo)
+        mform.addRow("Image tokens", self.tokens_spin)
+        mform.addRow("Tiles", self.tiles_spin)
+        mform.addRow(self.advice_check)
+        # collapsed once a model is configured: the results need the room more than the settings
+        self.model_section = _Section("Model", model, expanded=False)
+        layout.addWidget(self.model_section)
+
+        buttons = QHBoxLayout()
+        self.analyze_button = QPushButton("Analyze")
+        self.analyze_button.clicked.connect(self.analyze)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.clicked.connect(self.cancel)
+        buttons.addWidget(self.analyze_button)
+        buttons.addWidget(self.cancel_button)
+        layout.addLayout(buttons)
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setTextVisible(False)
+        layout.addWidget(self.progress_bar)
+        self.status_label = QLabel("")
+        layout.addWidget(self.status_label)
+
+        self.verdict_label = QLabel("")
+        self.verdict_label.setWordWrap(True)
+        self.verdict_label.setStyleSheet("font-weight: bold")
+        self.verdict_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        layout.addWidget(self.verdict_label)
+        self.results_table = QTableWidget(0, 3)
+        self.results_table.setHorizontalHeaderLabels(["Label", "Confidence", "Box"])
+        self.results_table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.results_table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.results_table.verticalHeader().setVisible(False)
+        self.results_table.setMinimumHeight(120)
+        layout.addWidget(self.results_table)
+        self.unknown_label = QLabel("")
+        self.unknown_label.setWordWrap(True)
+        layout.addWidget(self.unknown_label)
+        self.advice_label = QLabel("")
+        self.advice_label.setWordWrap(True)
+        layout.addWidget(self.advice_label)
+
+        self.raw_text = QPlainTextEdit()
+        self.raw_text.setReadOnly(True)
+        self.raw_text.setMaximumHeight(160)
+        self.raw_section = _Section("Model answer", self.raw_text, expanded=False)
+        layout.addWidget(self.raw_section)
+        layout.addStretch(1)
+
+    def _browse_dir(self, edit: QLineEdit, title: str) -> None:
+        path = QFileDialog.getExistingDirectory(self, title, edit.text())
+        if path:
+            edit.setText(path)
+
+    def _on_kind_changed(self, kind: str) -> None:
+        remote = kind == "openai"
+        self.base_url_edit.setEnabled(remote)
+        self.api_key_edit.setEnabled(remote)
+        self.device_combo.setEnabled(not remote)
+        self._update_key_placeholder()
+
+    def _on_task_changed(self, task: str) -> None:
+        self.advice_check.setEnabled(task == "ptychography")
+
+    def _update_key_placeholder(self) -> None:
+        import os
+
+        env = getattr(self, "_settings", None)
+        name = env.api_key_env if env is not None else "OPENAI_API_KEY"
+        found = "set" if os.environ.get(name) else "not set"
+        self.api_key_edit.setPlaceholderText(f"default: ${name} ({found})")
+
+    # ---- layers ---------------------------------------------------------------------------------------
+    def _image_layers(self) -> list[Any]:
+        from napari.layers import Image
+
+        return [layer for layer in self.viewer.layers if isinstance(layer, Image)]
+
+    def _on_layer_inserted(self, event: Any) -> None:
+        event.value.events.name.connect(self._refresh_layers)
+        self._refresh_layers()
+
+    def _refresh_layers(self, *_: Any) -> None:
+        current = self.image_combo.currentText()
+        names = [layer.name for layer in self._image_layers()]
+        self.image_combo.blockSignals(True)
+        self.image_combo.clear()
+        self.image_combo.addItems(names)
+        if current in names:
+            self.image_combo.setCurrentText(current)
+        else:
+            active = self.viewer.layers.selection.active
+            if active is not None and active.name in names:
+                self.image_combo.setCurrentText(active.name)
+        self.image_combo.blockSignals(False)
+        self._set_busy(self._job is not None)
+
+    def _selected_layer(self) -> Any:
+        name = self.image_combo.currentText()
+        return self.viewer.layers[name] if name and name in self.viewer.layers else None
+
+    # ---- settings -------------------------------------------------------------------------------------
+    def _load_settings(self) -> None:
+        from napari_fracto.settings import load_settings, settings_path
+
+        # first use: open the model settings, there is something to choose
+        self.model_section.set_expanded(not settings_path().exists())
+        self._settings = load_settings()
+        s = self._settings
+        self.kind_combo.setCurrentText(s.kind)
+        self.model_edit.setText(s.model)
+        self.base_url_edit.setText(s.base_url)
+        self.adapter_edit.setText(s.adapter)
+        self.device_combo.setCurrentText(s.device)
+        self.tokens_spin.setValue(s.max_image_tokens)
+        self._on_kind_changed(s.kind)
+        self._on_task_changed(self.task_combo.currentText())
+
+    def current_settings(self) -> BackendSettings:
+        """The settings the form describes (fields the form does not show keep their saved values)."""
+        return self._settings.model_copy(
+            update={
+                "kind": self.kind_combo.currentText(),
+                "model": self.model_edit.text().strip(),
+                "base_url": self.base_url_edit.text().strip(),
+                "adapter": self.adapter_edit.text().strip(),
+                "device": self.device_combo.currentText(),
+                "max_image_tokens": self.tokens_spin.value(),
+            }
+        )
+
+    def context(self) -> AnalysisContext:
+        return AnalysisContext(
+            material=self.material_edit.text().strip(),
+            sample_type=self.sample_type_edit.text().strip(),
+            magnification=self.magnification_edit.text().strip(),
+            notes=self.notes_edit.text().strip(),
+        )
+
+    # ---- running --------------------------------------------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        return self._job is not None
+
+    def _set_busy(self, busy: bool) -> None:
+        self.analyze_button.setEnabled(not busy and self.image_combo.count() > 0)
+        self.cancel_button.setEnabled(busy)
+        if busy:
+            self.progress_bar.setRange(0, 0)  # indeterminate until the first tile is done
+        else:
+            self.progress_bar.setRange(0, 1)
+            self.progress_bar.setValue(0)
+
+    def analyze(self) -> None:
+        """Start analysing the selected image (the plane on screen for a stack); returns at once."""
+        if self.busy:
+            return
+        layer = self._selected_layer()
+        if layer is None:
+            show_error("Open an image first, then pick it in the Analyze panel's 'Image' list.")
+            return
+        try:
+            plane = displayed_plane(layer, self.viewer)
+            settings = self._validated_settings()
+        except ValueError as exc:
+            show_error(str(exc))
+            return
+        if not settings.model:
+            self.model_section.set_expanded(True)
+            show_error("Enter a model: a Hugging Face id, a local model folder, or the served model name.")
+            return
+        from napari_fracto.settings import save_settings
+
+        try:
+            save_settings(settings)
+        except OSError as exc:
+            logger.warning("Could not save the backend settings: %s", exc)
+        self._settings = settings
+        if settings.kind == "openai" and not self._remote_confirmed(settings):
+            show_info("Not sent: the remote server was not confirmed.")
+            return
+
+        api_key = self.api_key_edit.text().strip() or None
+        key = settings.model_dump_json() + "\0" + (api_key or "")
+        if key != self._backend_key:
+            self._close_backend()
+            self._backend_key = key
+        job = _Job(
+            array=plane.array,
+            task=self.task_combo.currentText(),
+            settings=settings,
+            api_key=api_key,
+            backend=self._backend,
+            make_backend=self.make_backend,
+            context=self.context(),
+            tiles=self.tiles_spin.value(),
+            advice=self.advice_check.isEnabled() and self.advice_check.isChecked(),
+            source=plane.source,
+            cancel=threading.Event(),
+            progress=self._relay,
+        )
+        self._start(job, layer, plane)
+
+    def _validated_settings(self) -> BackendSettings:
+        from pydantic import ValidationError
+
+        try:
+            return self.current_settings()
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise ValueError(f"Check the model settings: {problems}") from None
+
+    def _remote_confirmed(self, settings: BackendSettings) -> bool:
+        from napari_fracto.backends.openai_backend import remote_warning
+
+        host = _host(settings)
+        if host in _CONFIRMED_HOSTS:
+            return True
+        message = remote_warning(settings.base_url)
+        if message is None:
+            return True
+        if self.confirm_remote(message):
+            _CONFIRMED_HOSTS.add(host)
+            return True
+        return False
+
+    def _start(self, job: _Job, layer: Any, plane: Plane) -> None:
+        from napari.qt.threading import create_worker
+
+        self._job = job
+        self._set_busy(True)
+        self.status_label.setText(f"Analysing {plane.source} …")
+        worker = create_worker(run_catching, job.run, _start_thread=False)
+        worker.returned.connect(lambda outcome: self._on_returned(job, outcome, layer, plane))
+        worker.finished.connect(lambda: self._on_worker_finished(job))
+        self._worker = worker
+        worker.start()
+
+    def cancel(self) -> None:
+        """Stop the running analysis: the backend is told to stop, its answer (if any) is dropped."""
+        job = self._job
+        if job is None:
+            return
+        job.cancel.set()
+        if self._worker is not None:
+            self._worker.quit()
+        self._job = None
+        self._worker = None
+        self.status_label.setText("Cancelled.")
+        self._set_busy(False)
+        self.run_finished.emit()
+
+    def _on_progress(self, done: int, total: int) -> None:
+        if self._job is not None and total > 0:
+            self.progress_bar.setRange(0, total)
+            self.progress_bar.setValue(done)
+
+    def _on_worker_finished(self, job: _Job) -> None:
+        # Keep a freshly loaded model for the next run, even when this run was cancelled or failed.
+        if job.backend is not None and job.backend is not self._backend:
+            if self._backend is None and self._backend_key == job.settings.model_dump_json() + "\0" + (
+                job.api_key or ""
+            ):
+                self._backend = job.backend
+            else:
+                _close_quietly(job.backend)
+
+    def _on_returned(self, job: _Job, outcome: Outcome, layer: Any, plane: Plane) -> None:
+        if job is not self._job or job.cancel.is_set():
+            return  # a cancelled run: its answer is no longer wanted
+        self._job = None
+        self._worker = None
+        self._on_worker_finished(job)
+        try:
+            if outcome.cancelled:
+                self.status_label.setText("Cancelled.")
+            elif outcome.error:
+                self.status_label.setText("Failed; see the notification.")
+                show_error(outcome.error)
+            else:
+                self.show_result(outcome.value, layer, plane)
+        finally:
+            self._set_busy(False)
+            self.run_finished.emit()
+
+    # ---- results --------------------------------------------------------------------------------------
+    def show_result(self, result: AnalysisResult, layer: Any, plane: Plane | None = None) -> Any:
+        """Put `result` on the canvas (replacing this image's findings layer) and in the panel."""
+        from napari_fracto.overlay import (
+            findings_layer_name,
+            findings_to_shapes,
+            unknown_labels_text,
+            verdict_text,
+        )
+        from napari_fracto.vocabulary import load_vocabulary
+
+        vocab = load_vocabulary(result.task)
+        verdict = verdict_text(result, vocab)
+        shapes = None
+        if layer in self.viewer.layers:
+            spec = findings_to_shapes(
+                result,
+                vocab,
+                image_name=layer.name,
+                scale=tuple(layer.scale),
+                translate=tuple(layer.translate),
+                plane=plane.leading if plane is not None else (),
+            )
+            name = findings_layer_name(layer.name)
+            if name in self.viewer.layers:
+                self.viewer.layers.remove(name)
+            shapes = self.viewer.add_shapes(spec.data or None, **spec.layer_kwargs())
+        else:
+            show_info("The image layer was closed while it was analysed; results are shown here only.")
+
+        image_level = [f.label for f in result.findings if f.box is None]
+        lines = [verdict]
+        if image_level:
+            lines.append("Whole image: " + ", ".join(dict.fromkeys(image_level)))
+        # short lines: napari does not wrap overlay text, and a long line runs off a narrow canvas
+        self.viewer.text_overlay.text = "\n".join(
+            "\n".join(textwrap.wrap(line, CANVAS_LINE_CHARS)) for line in lines
+        )
+        self.viewer.text_overlay.box = True  # readable on bright and dark images alike
+        self.viewer.text_overlay.visible = True
+
+        self.verdict_label.setText(verdict)
+        self._fill_table(result, vocab)
+        self.unknown_label.setText(unknown_labels_text(result))
+        self.advice_label.setText("Suggested: " + "; ".join(result.advice) if result.advice else "")
+        self.raw_text.setPlainText(result.raw_text)
+        self.status_label.setText(f"Done in {result.seconds:.1f} s ({result.backend}: {result.model}).")
+        self.last_result = result
+        if not result.parse_ok:
+            show_warning(verdict + " The raw answer is under 'Model answer' in the Analyze panel.")
+        if result.unknown_labels:
+            show_info(unknown_labels_text(result) + ". Add them to the vocabulary if they are real findings.")
+        self.result_ready.emit(result)
+        return shapes
+
+    def _fill_table(self, result: AnalysisResult, vocab: Any) -> None:
+        table = self.results_table
+        table.setRowCount(len(result.findings))
+        for row, finding in enumerate(result.findings):
+            definition = _definition(vocab, finding.label)
+            conf = "" if finding.confidence is None else f"{finding.confidence:.2f}"
+            for col, text in enumerate((finding.label, conf, "yes" if finding.box else "no")):
+                item = QTableWidgetItem(text)
+                item.setToolTip(definition)
+                table.setItem(row, col, item)
+
+    # ---- lifetime -------------------------------------------------------------------------------------
+    def _close_backend(self) -> None:
+        if self._backend is not None:
+            _close_quietly(self._backend)
+        self._backend = None
+
+    def closeEvent(self, event: Any) -> None:
+        self.cancel()
+        self._close_backend()
+        super().closeEvent(event)
+
+
+def _definition(vocab: Any, label: str) -> str:
+    try:
+        entry = vocab.get(label)
+    except (KeyError, LookupError):
+        return ""
+    return getattr(entry, "definition", "") or ""
+
+
+def _close_quietly(backend: Backend) -> None:
+    try:
+        backend.close()
+    except Exception:
+        logger.exception("Closing the backend failed")
+
+
+class _Section(QWidget):
+    """A titled block that folds away (a Qt group box cannot), so the dock stays short."""
+
+    def __init__(self, title: str, content: QWidget, *, expanded: bool) -> None:
+        super().__init__()
+        self.content = content
+        self.toggle = QToolButton()
+        self.toggle.setText(title)
+        self.toggle.setCheckable(True)
+        self.toggle.setStyleSheet("QToolButton { border: none; font-weight: bold }")
+        self.toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.toggle.toggled.connect(self.set_expanded)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.toggle)
+        layout.addWidget(content)
+        self.toggle.setChecked(expanded)
+        self.set_expanded(expanded)
+
+    def set_expanded(self, expanded: bool) -> None:
+        self.toggle.setChecked(expanded)
+        self.toggle.setArrowType(Qt.ArrowType.DownArrow if expanded else Qt.ArrowType.RightArrow)
+        self.content.setVisible(expanded)
+
+
+def _row(*widgets: QWidget) -> QWidget:
+    box = QWidget()
+    layout = QHBoxLayout(box)
+    layout.setContentsMargins(0, 0, 0, 0)
+    for w in widgets:
+        layout.addWidget(w)
+    return box
