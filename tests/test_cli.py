@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import socket
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from PIL import Image
 
 from napari_fracto.cli import main
 from napari_fracto.testing.fake_openai_server import FakeOpenAIServer
@@ -152,3 +154,41 @@ def test_console_entry_point_runs(tmp_path):
         check=True,
     )
     assert "--concurrency" in result.stdout
+
+
+def test_in_context_examples_come_from_the_dataset_and_never_the_query_itself(tmp_path):
+    from napari_fracto.dataset import Dataset
+    from napari_fracto.findings import Finding
+
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[0:64, 0:64]
+    query = (127 + 120 * np.sin(xx / 3.0) * np.cos(yy / 5.0)).astype(np.uint8)  # smooth: texture unlike noise
+    others = [rng.integers(0, 255, (64, 64), dtype=np.uint8) for _ in range(3)]
+    dataset = Dataset.create(tmp_path / "ds")
+    ids = [dataset.add_image(a, task="fracture") for a in [query, *others]]
+    for image_id in ids:
+        dataset.save_review(image_id, "fracture", [Finding("cleavage facets")])
+    dataset.set_split(ids, "train")
+    dataset.close()
+    folder = tmp_path / "in"
+    folder.mkdir()
+    tifffile.imwrite(folder / "query.tif", np.rot90(query))  # a rotated copy of a training image
+    with FakeOpenAIServer(answer=ANSWER) as server:
+        code = main(
+            ["analyze", str(folder), "--task", "fracture", "--backend", "openai",
+             "--base-url", server.base_url, "--model", server.script.models[0],
+             "--examples-from", str(tmp_path / "ds"), "--shots", "2"]
+        )  # fmt: skip
+        (request,) = server.chat_requests()
+    assert code == 0
+    roles = [m["role"] for m in request.body["messages"]]
+    assert roles == ["system", "user", "assistant", "user", "assistant", "user"]
+    sent = request.images()
+    assert len(sent) == 3
+    # The examples are other training images, never the stored original of the (rotated) query.
+    examples = [np.asarray(Image.open(io.BytesIO(b)).convert("L").resize((64, 64))) for b in sent[:2]]
+    stored = [query, *others]
+    for pixels in examples:
+        distances = [np.abs(pixels.astype(int) - a.astype(int)).mean() for a in stored]
+        assert int(np.argmin(distances)) != 0
+        assert min(distances) < 5  # it is one of the stored training images

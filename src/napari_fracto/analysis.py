@@ -35,7 +35,7 @@ def analyze_array(
     tiles: int = 1,
     source: str = "",
     complex_part: str = "phase",
-    examples: Sequence[Example] = (),
+    examples: Sequence[Example] | Callable[[np.ndarray], Sequence[Example]] = (),
     advice: bool = False,
     cancel: threading.Event | None = None,
     progress: Callable[[int, int], None] | None = None,
@@ -44,6 +44,8 @@ def analyze_array(
 
     `tiles` > 1 splits the image into tiles x tiles regions, asked separately, so fine features of a
     large SEM image survive the image-token budget; boxes from each tile are mapped back to the image.
+    `examples` are solved in-context examples, or a function choosing them for this image (see
+    `icl.ExampleSelector`, which never picks the query itself).
     """
     from napari_fracto import geometry, imaging, parsing, prompts
     from napari_fracto.vocabulary import load_vocabulary
@@ -54,6 +56,8 @@ def analyze_array(
     plane = imaging.as_plane(array)  # validates: a stack or an empty array never reaches the model
     height, width = plane.shape[:2]
     regions = _regions(width, height, tiles)
+    if callable(examples):
+        examples = examples(plane)
 
     started = time.perf_counter()
     findings: list[Finding] = []

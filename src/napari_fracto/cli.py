@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -85,6 +86,11 @@ def _add_analyze_parser(subparsers) -> None:
     p.add_argument("--tiles", type=int, default=1, help="split each image into N x N tiles")
     p.add_argument("--part", choices=["phase", "amplitude"], default="phase", help="for complex data")
     p.add_argument("--advice", action="store_true", help="ptychography: also ask for reconstruction advice")
+    p.add_argument("--examples-from", type=Path, metavar="DATASET", help="corrections dataset for examples")
+    p.add_argument("--shots", type=int, default=0, help="solved examples put in the prompt (in-context)")
+    p.add_argument(
+        "--select", choices=["similar", "random"], default="similar", help="how examples are chosen"
+    )
     p.add_argument("--material", default="")
     p.add_argument("--sample-type", default="")
     p.add_argument("--magnification", default="")
@@ -113,8 +119,13 @@ def _run_analyze(args: argparse.Namespace) -> int:
         return 2
     if not confirm_remote(settings, args.allow_remote):
         return 2
-    backend = make_backend(settings)
     context = AnalysisContext(args.material, args.sample_type, args.magnification, args.notes)
+    try:
+        examples = _example_chooser(args, context, settings.max_image_tokens)
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    backend = make_backend(settings)
     bar = tqdm(unit="file", desc="analyse", file=sys.stderr, dynamic_ncols=True)
 
     def progress(done: int, total: int) -> None:
@@ -139,6 +150,7 @@ def _run_analyze(args: argparse.Namespace) -> int:
             on_failure=failure,
             tiles=args.tiles,
             advice=args.advice,
+            examples=examples,
             max_image_tokens=settings.max_image_tokens,
             max_new_tokens=settings.max_new_tokens,
         )
@@ -151,6 +163,29 @@ def _run_analyze(args: argparse.Namespace) -> int:
             print(f"{result.source}\t{labels}")
     print(f"{summary.analysed} image(s) analysed, {len(summary.failures)} failed.", file=sys.stderr)
     return 1 if summary.failures else 0
+
+
+def _example_chooser(args: argparse.Namespace, context: AnalysisContext, max_image_tokens: int):
+    """Per-image in-context examples from a corrections dataset's train split, or none."""
+    if args.shots <= 0:
+        return ()
+    if args.examples_from is None:
+        raise ValueError("--shots needs --examples-from DATASET (a corrections dataset folder)")
+    from napari_fracto.dataset import Dataset
+    from napari_fracto.icl import ExampleSelector
+
+    dataset = Dataset.open(args.examples_from)
+    selector = ExampleSelector(dataset, args.task)
+    if not selector.candidates:
+        raise ValueError(f"{args.examples_from} has no reviewed '{args.task}' images in its train split")
+    lock = threading.Lock()  # the selector's feature cache is shared by the worker threads
+
+    def choose(image):
+        with lock:
+            chosen = selector.select(image, args.shots, method=args.select, context=context)
+            return selector.examples(chosen, advice=args.advice, max_image_tokens=max_image_tokens)
+
+    return choose
 
 
 def build_parser() -> argparse.ArgumentParser:
