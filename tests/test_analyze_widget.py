@@ -126,9 +126,10 @@ def test_boxes_land_on_the_image_in_physical_units(setup, qtbot, notifications):
 
     verdict = "3 artifacts flagged: Grid artifacts, Halo artifacts, Phase ramp"
     assert widget.verdict_label.text() == verdict
-    assert viewer.text_overlay.visible
-    assert " ".join(viewer.text_overlay.text.split()).startswith(verdict)
-    assert "Whole image: Phase ramp" in viewer.text_overlay.text
+    canvas_text = viewer.canvas.overlays.text
+    assert canvas_text.visible
+    assert " ".join(canvas_text.text.split()).startswith(verdict)
+    assert "Whole image: Phase ramp" in canvas_text.text
     table = widget.results_table
     assert table.rowCount() == 3
     assert [table.item(r, 2).text() for r in range(3)] == ["yes", "yes", "no"]

@@ -583,11 +583,10 @@ class AnalyzeWidget(QWidget):
         if image_level:
             lines.append("Whole image: " + ", ".join(dict.fromkeys(image_level)))
         # short lines: napari does not wrap overlay text, and a long line runs off a narrow canvas
-        self.viewer.text_overlay.text = "\n".join(
-            "\n".join(textwrap.wrap(line, CANVAS_LINE_CHARS)) for line in lines
-        )
-        self.viewer.text_overlay.box = True  # readable on bright and dark images alike
-        self.viewer.text_overlay.visible = True
+        overlay = canvas_text_overlay(self.viewer)
+        overlay.text = "\n".join("\n".join(textwrap.wrap(line, CANVAS_LINE_CHARS)) for line in lines)
+        overlay.box = True  # readable on bright and dark images alike
+        overlay.visible = True
 
         self.verdict_label.setText(verdict)
         self._fill_table(result, vocab)
@@ -624,6 +623,15 @@ class AnalyzeWidget(QWidget):
         self.cancel()
         self._close_backend()
         super().closeEvent(event)
+
+
+def canvas_text_overlay(viewer: Any) -> Any:
+    """The canvas text overlay (`viewer.canvas.overlays.text` since napari 0.9; `text_overlay` before)."""
+    canvas = getattr(viewer, "canvas", None)
+    overlays = getattr(canvas, "overlays", None)
+    if overlays is not None and "text" in overlays:
+        return overlays["text"]
+    return viewer.text_overlay
 
 
 def _definition(vocab: Any, label: str) -> str:
