@@ -107,6 +107,10 @@ class AnalysisResult:
     advice: list[str] = field(default_factory=list)
     parse_ok: bool = True
     problems: list[str] = field(default_factory=list)
+    # What was done to the image before the model saw it (ptychography display options), and cheap
+    # quantitative evidence measured on it; both kept so a reviewer can check the model's opinion.
+    preprocessing: str = ""
+    evidence: dict[str, Any] = field(default_factory=dict)
 
     @property
     def labels(self) -> list[str]:
@@ -133,6 +137,8 @@ class AnalysisResult:
             "seconds": round(self.seconds, 4),
             "image_shape": list(self.image_shape),
             "context": self.context.to_dict(),
+            "preprocessing": self.preprocessing,
+            "evidence": dict(self.evidence),
         }
 
     @classmethod
@@ -154,4 +160,6 @@ class AnalysisResult:
             advice=list(record.get("advice", [])),
             parse_ok=bool(record.get("parse_ok", True)),
             problems=list(record.get("problems", [])),
+            preprocessing=record.get("preprocessing", ""),
+            evidence=dict(record.get("evidence", {})),
         )
