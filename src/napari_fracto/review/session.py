@@ -1,0 +1,368 @@
+"""The review of one image: predicted findings with accept/reject/edited decisions, findings the reviewer
+added, notes, and an undo/redo log of every edit.
+
+napari's Shapes layer has no undo, so this module keeps its own: the state is an immutable tuple of rows
+and every edit pushes the previous tuple, which makes undo/redo exact and cheap (a review has tens of
+rows). Row ids are stable (never reused), so the Shapes layer can name its shapes by them.
+
+Saved form (what `Dataset.save_review` receives): `corrected` lists the kept predicted findings in the
+model's order, then the added findings in the order they were added; `decisions` has one entry per
+predicted finding. `from_review` reads that convention back, so reopening a saved review shows it as
+it was left. Corrected findings carry no confidence: they are the reviewer's answer, not the model's.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from napari_fracto.dataset.model import Decision
+from napari_fracto.findings import AnalysisResult, Box, Finding
+
+if TYPE_CHECKING:
+    from napari_fracto.dataset.model import ReviewRecord
+
+
+class ReviewError(ValueError):
+    """A review edit that cannot be made; the message says what to do instead."""
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the review: a predicted finding (`predicted` is its index) or one the reviewer added.
+
+    `decision` is what the reviewer said explicitly (pending, accepted, rejected); `edited` is derived.
+    """
+
+    id: int
+    label: str
+    box: Box | None = None
+    predicted: int | None = None
+    decision: Decision = Decision.PENDING
+    original: Finding | None = None  # the model's finding, for predicted rows
+
+    @property
+    def added(self) -> bool:
+        return self.predicted is None
+
+    @property
+    def rejected(self) -> bool:
+        return self.decision is Decision.REJECTED
+
+    @property
+    def edited(self) -> bool:
+        """A kept predicted finding whose label or box the reviewer changed."""
+        if self.original is None or self.rejected:
+            return False
+        return self.label != self.original.label or self.box != self.original.box
+
+    @property
+    def status(self) -> str:
+        """What the list shows: added, accepted, rejected, edited or pending."""
+        if self.added:
+            return "added"
+        if self.rejected:
+            return Decision.REJECTED.value
+        if self.edited:
+            return Decision.EDITED.value
+        return self.decision.value
+
+    def finding(self) -> Finding:
+        return Finding(label=self.label, confidence=None, box=self.box)
+
+
+def _check_box(box: Box, size: tuple[int, int] | None) -> Box:
+    """Ordered, finite and (when the image size is known) clamped to the image."""
+    x1, y1, x2, y2 = (float(v) for v in box.as_list())
+    if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+        raise ReviewError(f"box {box.as_list()} has non-finite corners; draw it again")
+    x1, x2 = sorted((x1, x2))
+    y1, y2 = sorted((y1, y2))
+    if size is not None:
+        height, width = size
+        x1, x2 = (min(max(v, 0.0), float(width)) for v in (x1, x2))
+        y1, y2 = (min(max(v, 0.0), float(height)) for v in (y1, y2))
+    return Box(x1, y1, x2, y2)
+
+
+class ReviewSession:
+    """The editable review of one image. Every edit method is one undo step and returns quickly."""
+
+    def __init__(
+        self,
+        task: str,
+        prediction: AnalysisResult | None = None,
+        *,
+        labels: Sequence[str] = (),
+        image_size: tuple[int, int] | None = None,
+        image_id: str = "",
+        notes: str = "",
+    ) -> None:
+        """`labels` is the task's vocabulary (empty: any label); `image_size` is (height, width)."""
+        self.task = task
+        self.prediction = prediction
+        self.labels = tuple(labels)
+        self.image_size = image_size
+        self.image_id = image_id
+        self.notes = notes
+        rows = []
+        for i, f in enumerate(prediction.findings if prediction else ()):
+            box = _check_box(f.box, image_size) if f.box is not None else None
+            rows.append(Row(id=i, label=f.label, box=box, predicted=i, original=replace(f, box=box)))
+        self._rows: tuple[Row, ...] = tuple(rows)
+        self._next_id = len(rows)
+        self._undo: list[tuple[str, tuple[Row, ...]]] = []
+        self._redo: list[tuple[str, tuple[Row, ...]]] = []
+        self._saved: tuple[Row, ...] = self._rows
+        self._saved_notes = notes
+
+    # ---- building -------------------------------------------------------------------------------------
+    @classmethod
+    def from_review(
+        cls,
+        record: ReviewRecord,
+        *,
+        labels: Sequence[str] = (),
+        image_size: tuple[int, int] | None = None,
+    ) -> ReviewSession:
+        """The session a saved review (or stored prediction) describes, ready to continue editing."""
+        prediction = prediction_of(record)
+        session = cls(
+            record.task,
+            prediction,
+            labels=labels,
+            image_size=image_size,
+            image_id=record.image_id,
+            notes=record.notes,
+        )
+        if record.status.value != "reviewed":
+            return session  # a stored prediction or a skipped image: nothing decided yet
+        corrected = list(record.corrected)
+        decisions = list(record.decisions)
+        rows = list(session._rows)
+        kept = [i for i, d in enumerate(decisions) if d is not Decision.REJECTED]
+        if len(decisions) == len(rows) and len(corrected) >= len(kept):
+            for i, d in enumerate(decisions):
+                rows[i] = replace(rows[i], decision=Decision.ACCEPTED if d is Decision.EDITED else d)
+            for i, f in zip(kept, corrected, strict=False):
+                box = _check_box(f.box, image_size) if f.box is not None else None
+                rows[i] = replace(rows[i], label=f.label, box=box)
+            extra = corrected[len(kept) :]
+        else:  # not written by this module: show every corrected finding as the reviewer's own
+            rows = [replace(r, decision=Decision.REJECTED) for r in rows]
+            extra = corrected
+        for f in extra:
+            box = _check_box(f.box, image_size) if f.box is not None else None
+            rows.append(Row(id=session._next_id, label=f.label, box=box))
+            session._next_id += 1
+        session._rows = session._saved = tuple(rows)
+        return session
+
+    # ---- reading --------------------------------------------------------------------------------------
+    @property
+    def rows(self) -> tuple[Row, ...]:
+        return self._rows
+
+    def row(self, row_id: int) -> Row:
+        for r in self._rows:
+            if r.id == row_id:
+                return r
+        raise ReviewError(f"no finding #{row_id} in this review; it may have been removed")
+
+    def shown_boxes(self) -> list[Row]:
+        """Rows drawn on the canvas: kept findings with a box (rejected ones leave the canvas)."""
+        return [r for r in self._rows if r.box is not None and not r.rejected]
+
+    def corrected(self) -> list[Finding]:
+        """The answer the model should have given: kept predicted findings, then added ones."""
+        return [r.finding() for r in self._rows if not r.rejected]
+
+    def decisions(self) -> list[Decision]:
+        """One decision per predicted finding, in the model's order."""
+        out = []
+        for r in self._rows:
+            if r.added:
+                continue
+            if r.rejected:
+                out.append(Decision.REJECTED)
+            elif r.edited:
+                out.append(Decision.EDITED)
+            else:
+                out.append(r.decision)
+        return out
+
+    @property
+    def pending(self) -> int:
+        return sum(1 for r in self._rows if not r.added and r.status == Decision.PENDING.value)
+
+    @property
+    def dirty(self) -> bool:
+        """True when there are edits since loading or the last `mark_saved`."""
+        return self._rows != self._saved or self.notes != self._saved_notes
+
+    def mark_saved(self) -> None:
+        self._saved = self._rows
+        self._saved_notes = self.notes
+
+    def save_kwargs(self, reviewer: str | None = None) -> dict[str, Any]:
+        """Keyword arguments for `Dataset.save_review(image_id, task, **kwargs)`."""
+        return {
+            "corrected": self.corrected(),
+            "prediction": self.prediction,
+            "decisions": self.decisions(),
+            "notes": self.notes,
+            "reviewer": reviewer or None,
+        }
+
+    # ---- undo / redo ----------------------------------------------------------------------------------
+    @property
+    def can_undo(self) -> bool:
+        return bool(self._undo)
+
+    @property
+    def can_redo(self) -> bool:
+        return bool(self._redo)
+
+    def undo(self) -> str | None:
+        """Take back the last edit; returns what was undone (for the status line) or None."""
+        if not self._undo:
+            return None
+        what, rows = self._undo.pop()
+        self._redo.append((what, self._rows))
+        self._rows = rows
+        return what
+
+    def redo(self) -> str | None:
+        if not self._redo:
+            return None
+        what, rows = self._redo.pop()
+        self._undo.append((what, self._rows))
+        self._rows = rows
+        return what
+
+    def _commit(self, what: str, rows: Iterable[Row]) -> bool:
+        rows = tuple(rows)
+        if rows == self._rows:
+            return False
+        self._undo.append((what, self._rows))
+        self._redo.clear()
+        self._rows = rows
+        return True
+
+    def _replace_row(self, what: str, row_id: int, **changes: Any) -> bool:
+        self.row(row_id)  # a clear error for an unknown id
+        return self._commit(what, (replace(r, **changes) if r.id == row_id else r for r in self._rows))
+
+    # ---- edits ----------------------------------------------------------------------------------------
+    def check_label(self, label: str) -> str:
+        label = (label or "").strip()
+        if not label:
+            raise ReviewError("choose a label first")
+        if self.labels and label not in self.labels:
+            raise ReviewError(
+                f"{label!r} is not a {self.task!r} label; choose one of: {', '.join(self.labels)}"
+            )
+        return label
+
+    def accept(self, row_id: int) -> bool:
+        return self._replace_row("accept", row_id, decision=Decision.ACCEPTED)
+
+    def reject(self, row_id: int) -> bool:
+        """Reject a predicted finding; an added finding is simply removed."""
+        if self.row(row_id).added:
+            return self.remove(row_id)
+        return self._replace_row("reject", row_id, decision=Decision.REJECTED)
+
+    def accept_all(self) -> bool:
+        """Accept every predicted finding still pending (rejections stay); one undo step."""
+        rows = (
+            replace(r, decision=Decision.ACCEPTED) if not r.added and r.decision is Decision.PENDING else r
+            for r in self._rows
+        )
+        return self._commit("accept all", rows)
+
+    def relabel(self, row_id: int, label: str) -> bool:
+        label = self.check_label(label)
+        row = self.row(row_id)
+        decision = Decision.ACCEPTED if row.rejected else row.decision  # relabelling keeps the finding
+        return self._replace_row("relabel", row_id, label=label, decision=decision)
+
+    def add_label(self, label: str) -> int:
+        """Add an image-level label the model missed; returns its row id (the existing one if present)."""
+        label = self.check_label(label)
+        for r in self._rows:
+            if r.label == label and r.box is None and not r.rejected:
+                return r.id
+        row_id = self._next_id
+        self._next_id += 1
+        self._commit("add label", (*self._rows, Row(id=row_id, label=label)))
+        return row_id
+
+    def add_box(self, label: str, box: Box) -> int:
+        label = self.check_label(label)
+        row_id = self._next_id
+        self._next_id += 1
+        self._commit(
+            "add box", (*self._rows, Row(id=row_id, label=label, box=_check_box(box, self.image_size)))
+        )
+        return row_id
+
+    def move_box(self, row_id: int, box: Box) -> bool:
+        return self._replace_row("move box", row_id, box=_check_box(box, self.image_size))
+
+    def remove(self, row_id: int) -> bool:
+        """Delete a finding: an added one disappears, a predicted one is rejected."""
+        row = self.row(row_id)
+        if not row.added:
+            return self._replace_row("delete", row_id, decision=Decision.REJECTED)
+        return self._commit("delete", (r for r in self._rows if r.id != row_id))
+
+    def apply_layer(self, boxes: Mapping[int, Box], new: Sequence[tuple[str, Box]] = ()) -> list[int]:
+        """Bring the review in line with the Shapes layer in one undo step; returns the ids of `new`.
+
+        `boxes` maps the row id of every shape still on the layer to its current box; shown rows that
+        are missing were deleted there, rows whose box differs were moved or resized. `new` are shapes
+        drawn since, with the label they got.
+        """
+        labels = [self.check_label(label) for label, _ in new]
+        rows = []
+        for r in self._rows:
+            shown = r.box is not None and not r.rejected
+            if shown and r.id not in boxes:
+                if r.added:
+                    continue
+                r = replace(r, decision=Decision.REJECTED)
+            elif shown:
+                box = _check_box(boxes[r.id], self.image_size)
+                if box != r.box:
+                    r = replace(r, box=box)
+            rows.append(r)
+        ids = []
+        for label, (_, box) in zip(labels, new, strict=True):
+            rows.append(Row(id=self._next_id, label=label, box=_check_box(box, self.image_size)))
+            ids.append(self._next_id)
+            self._next_id += 1
+        self._commit("edit boxes" if not new else "draw box", rows)
+        return ids
+
+
+def prediction_of(record: ReviewRecord) -> AnalysisResult | None:
+    """The model output a stored review was made from, or None for a review without a prediction."""
+    if not record.predicted and not record.raw_text and not record.model:
+        return None
+    return AnalysisResult(
+        task=record.task,
+        findings=list(record.predicted),
+        raw_text=record.raw_text,
+        backend=record.backend,
+        model=record.model,
+        adapter=record.adapter,
+        prompt_version=record.prompt_version,
+        vocabulary_version=record.vocabulary_version,
+        seconds=0.0,
+        image_shape=(),
+        context=record.context,
+        advice=list(record.predicted_advice),
+    )

@@ -1,0 +1,265 @@
+"""Bring what a user wants to review into the dataset: a folder of images, a stack, or the JSONL output
+of `napari-fracto analyze`. Each image (each plane of a stack) is stored once, by content; predictions
+from a results file are stored as unreviewed reviews, once, however often the file is opened.
+
+Pure (numpy, tifffile, h5py through the readers); no Qt.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from napari_fracto.dataset.model import DatasetError
+from napari_fracto.findings import AnalysisResult
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from napari_fracto.dataset import Dataset
+
+JSONL_SUFFIXES = (".jsonl", ".ndjson")
+_PLANE = re.compile(r"^(?P<path>.*) \[plane (?P<index>\d+(?:, *\d+)*)\]$")
+
+
+class QueueError(ValueError):
+    """A review queue cannot be built from what was given; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class QueueEntry:
+    """One image of a queue: its dataset id and the name shown to the reviewer."""
+
+    image_id: str
+    name: str
+
+
+@dataclass
+class Collected:
+    """What a source gave: entries in order, the task, and what could not be used (never silent)."""
+
+    entries: list[QueueEntry] = field(default_factory=list)
+    task: str = ""
+    problems: list[str] = field(default_factory=list)
+
+
+def _supported() -> set[str]:
+    from napari_fracto.io.readers import SUPPORTED_SUFFIXES
+
+    return set(SUPPORTED_SUFFIXES)
+
+
+def _is_rgb(shape: tuple[int, ...]) -> bool:
+    return len(shape) == 3 and shape[-1] in (3, 4)
+
+
+def _single(shape: tuple[int, ...]) -> bool:
+    return len(shape) == 2 or _is_rgb(shape)
+
+
+def _file_shape(path: Path) -> tuple[int, ...] | None:
+    """The image shape read cheaply from the header, for files the dataset stores as they are."""
+    suffix = path.suffix.lower()
+    if suffix in (".png", ".jpg", ".jpeg", ".bmp"):
+        return (0, 0)  # always one image
+    if suffix in (".tif", ".tiff"):
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            return tuple(int(s) for s in tif.series[0].shape)
+    if suffix == ".npy":
+        import numpy as np
+
+        return tuple(int(s) for s in np.load(path, mmap_mode="r", allow_pickle=False).shape)
+    return None
+
+
+def load_array(path: Path) -> np.ndarray:
+    """The image data of any file the napari reader opens; ptychography objects stay complex."""
+    import numpy as np
+
+    from napari_fracto.io.ptycho import is_ptycho_file, read_product
+    from napari_fracto.io.readers import read_file
+
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        return np.load(path, allow_pickle=False)
+    if suffix in (".tif", ".tiff"):
+        import tifffile
+
+        return tifffile.imread(path)
+    if is_ptycho_file(path):
+        obj = np.asarray(read_product(path).object)
+        return obj[0] if obj.ndim == 3 and obj.shape[0] == 1 else obj
+    layers = [layer for layer in read_file(path) if layer[2] == "image"]
+    if not layers:
+        raise QueueError(f"{path.name} holds no image to review")
+    return np.asarray(layers[0][0])
+
+
+def _planes(array: np.ndarray) -> list[tuple[tuple[int, ...], np.ndarray]]:
+    import numpy as np
+
+    lead = array.shape[:-3] if _is_rgb(array.shape[-3:]) and array.ndim > 3 else array.shape[:-2]
+    return [(idx, np.asarray(array[idx])) for idx in np.ndindex(*lead)]
+
+
+def _plane_name(name: str, idx: tuple[int, ...]) -> str:
+    return f"{name} [plane {', '.join(str(i) for i in idx)}]"
+
+
+def add_file(ds: Dataset, path: Path, task: str) -> list[QueueEntry]:
+    """Store one file: itself when it is a single image, else each plane of the stack (raises QueueError)."""
+    try:
+        shape = _file_shape(path)
+        if shape is not None and _single(shape):
+            return [QueueEntry(ds.add_image(path, task=task), path.name)]
+        array = load_array(path)
+        if _single(array.shape):
+            return [QueueEntry(ds.add_image(array, task=task, name=path.name), path.name)]
+        return [
+            QueueEntry(
+                ds.add_image(plane, task=task, name=_plane_name(path.name, idx)), _plane_name(path.name, idx)
+            )
+            for idx, plane in _planes(array)
+        ]
+    except (DatasetError, QueueError):
+        raise
+    except (OSError, ValueError, KeyError) as exc:  # readers' errors say what is wrong with the file
+        raise QueueError(f"cannot read {path.name}: {exc}") from None
+
+
+def collect_folder(ds: Dataset, folder: Path, task: str) -> Collected:
+    supported = _supported()
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in supported)
+    if not files:
+        raise QueueError(
+            f"{folder} holds no images napari-fracto reads ({', '.join(sorted(supported))}); "
+            "pick another folder"
+        )
+    out = Collected(task=task)
+    for path in files:
+        try:
+            out.entries.extend(add_file(ds, path, task))
+        except (DatasetError, QueueError) as exc:
+            out.problems.append(str(exc))
+    return out
+
+
+def _resolve(source: str, base: Path) -> Path:
+    path = Path(source).expanduser()
+    if path.is_absolute():
+        return path
+    for root in (base, Path.cwd()):
+        if (root / path).exists():
+            return root / path
+    return base / path
+
+
+def _already_stored(ds: Dataset, image_id: str, result: AnalysisResult) -> bool:
+    wanted = [f.to_dict() for f in result.findings]
+    return any(
+        r.raw_text == result.raw_text
+        and r.model == result.model
+        and r.prompt_version == result.prompt_version
+        and [f.to_dict() for f in r.predicted] == wanted
+        for r in ds.history(image_id)
+        if r.task == result.task
+    )
+
+
+def _add_source(ds: Dataset, source: str, base: Path, task: str, cache: dict[Path, Any]) -> QueueEntry:
+    match = _PLANE.match(source)
+    path = _resolve(match["path"] if match else source, base)
+    if not path.is_file():
+        raise QueueError(
+            f"image not found: {path}; keep the images where they were analysed, or fix 'source'"
+        )
+    if not match:
+        entries = add_file(ds, path, task)
+        if len(entries) != 1:
+            raise QueueError(f"{path.name} is a stack, but its result names no plane")
+        return entries[0]
+    idx = tuple(int(i) for i in match["index"].split(","))
+    if path not in cache:
+        try:
+            cache.clear()  # one stack in memory at a time
+            cache[path] = load_array(path)
+        except (OSError, ValueError, KeyError) as exc:
+            raise QueueError(f"cannot read {path.name}: {exc}") from None
+    try:
+        plane = cache[path][idx]
+    except IndexError:
+        raise QueueError(f"{path.name} has no plane {match['index']}") from None
+    name = _plane_name(path.name, idx)
+    return QueueEntry(ds.add_image(plane, task=task, name=name), name)
+
+
+def collect_results(ds: Dataset, jsonl: Path, task: str | None = None) -> Collected:
+    """Images and predictions of a results file; records of another task than `task` are left out."""
+    out = Collected(task=task or "")
+    cache: dict[Path, Any] = {}
+    other_tasks: set[str] = set()
+    seen: set[str] = set()
+    try:
+        lines = jsonl.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise QueueError(f"cannot read {jsonl}: {exc}") from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            result = AnalysisResult.from_record(record)
+        except (ValueError, KeyError, TypeError) as exc:
+            out.problems.append(f"{jsonl.name} line {number}: not an analysis record ({exc})")
+            continue
+        if not out.task:
+            out.task = result.task
+        if result.task != out.task:
+            other_tasks.add(result.task)
+            continue
+        if not result.source:
+            out.problems.append(f"{jsonl.name} line {number}: no 'source' image path; it cannot be shown")
+            continue
+        try:
+            entry = _add_source(ds, result.source, jsonl.parent, out.task, cache)
+            if not _already_stored(ds, entry.image_id, result):
+                ds.save_prediction(entry.image_id, result)
+        except (DatasetError, QueueError) as exc:
+            out.problems.append(f"{jsonl.name} line {number}: {exc}")
+            continue
+        if entry.image_id not in seen:
+            seen.add(entry.image_id)
+            out.entries.append(entry)
+    if other_tasks:
+        out.problems.append(
+            f"left out records of task(s) {', '.join(sorted(other_tasks))}: "
+            "open the file again with that task"
+        )
+    if not out.entries:
+        why = "; ".join(out.problems[:3]) or "the file is empty"
+        raise QueueError(f"nothing to review in {jsonl.name}: {why}")
+    return out
+
+
+def collect(ds: Dataset, source: str | Path, task: str | None) -> Collected:
+    """A folder, a results file (.jsonl) or an image/stack file, stored in `ds` (raises QueueError)."""
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise QueueError(f"{path} does not exist; pick a folder, an image stack or a results .jsonl file")
+    if path.suffix.lower() in JSONL_SUFFIXES:
+        return collect_results(ds, path, task)
+    if not task:
+        raise QueueError("choose the task (e.g. 'fracture' or 'ptychography') for these images")
+    if path.is_dir():
+        return collect_folder(ds, path, task)
+    if path.suffix.lower() not in _supported():
+        raise QueueError(
+            f"cannot review {path.name}: open a folder, a results .jsonl, or an image file "
+            f"({', '.join(sorted(_supported()))})"
+        )
+    return Collected(entries=add_file(ds, path, task), task=task)
