@@ -1,0 +1,657 @@
+"""The Review dock widget: go through a queue of images, accept / reject / correct the model's findings on
+the canvas, and save each review to the corrections dataset.
+
+Thin on purpose: the review state, its undo log, the queue and the layer conversions live in
+`napari_fracto.review` (no Qt). This module wires them to napari: it loads each image with the plugin's
+reader, shows the kept boxes on a Shapes layer, and reads edits made there (draw, move, resize, delete)
+back into the review.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from qtpy.QtCore import QTimer, Signal
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGridLayout,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_fracto.widgets._common import show_error, show_info, show_warning
+
+if TYPE_CHECKING:
+    import napari
+
+    from napari_fracto.dataset import Dataset
+    from napari_fracto.review import ReviewQueue, ReviewSession
+
+logger = logging.getLogger(__name__)
+
+#: (napari key, method, what it does): bound on the viewer, listed in the tooltip and docs/review.md.
+KEYS: tuple[tuple[str, str, str], ...] = (
+    ("G", "accept_all_and_next", "accept all pending findings, save, go to the next unreviewed image"),
+    ("W", "save", "save the review of this image"),
+    ("Q", "skip", "mark this image skipped, go to the next unreviewed image"),
+    ("N", "next_unreviewed", "jump to the next unreviewed image"),
+    ("PageDown", "next_image", "next image"),
+    ("PageUp", "previous_image", "previous image"),
+    ("J", "select_next_finding", "select the next finding in the list"),
+    ("K", "select_previous_finding", "select the previous finding in the list"),
+    ("H", "accept_selected", "accept the selected finding"),
+    ("U", "reject_selected", "reject the selected finding"),
+    ("Control-Z", "undo", "undo the last review edit"),
+    ("Control-Shift-Z", "redo", "redo"),
+)
+
+
+def keys_help() -> str:
+    lines = [f"{key:<16} {what}" for key, _, what in KEYS]
+    return "Keys (with the canvas focused):\n" + "\n".join(lines) + "\nR on the findings layer: draw a box"
+
+
+class ReviewWidget(QWidget):
+    """Dock widget: open a dataset, queue images, review each one, save. Keys: see `keys_help()`."""
+
+    image_loaded = Signal(int)  # queue index, after the image and its findings are on the canvas
+    saved = Signal(object)  # the ReviewRecord just written
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.dataset: Dataset | None = None
+        self.queue: ReviewQueue | None = None
+        self.session: ReviewSession | None = None
+        self.index: int | None = None
+        self.shapes_layer: Any = None
+        self._layers: list[Any] = []
+        self._sessions: dict[str, ReviewSession] = {}  # unsaved edits survive next / previous
+        self._vocab: Any = None
+        self._syncing = False
+        self._build_ui()
+        self._bind_keys()
+        self._set_enabled()
+
+    # ---- UI -------------------------------------------------------------------------------------------
+    def _build_ui(self) -> None:
+        from napari_fracto.dataset.core import default_reviewer
+        from napari_fracto.vocabulary import available_tasks
+
+        self.setToolTip(keys_help())
+        layout = QVBoxLayout(self)
+        form = QFormLayout()
+        self.dataset_edit = QLineEdit()
+        self.dataset_edit.setPlaceholderText("folder of the corrections dataset (created if new)")
+        self.dataset_edit.returnPressed.connect(lambda: self.open_dataset(self.dataset_edit.text()))
+        browse = QToolButton()
+        browse.setText("…")
+        browse.clicked.connect(self._browse_dataset)
+        form.addRow("Dataset", _row(self.dataset_edit, browse))
+        self.task_combo = QComboBox()
+        self.task_combo.addItems(list(available_tasks()))
+        form.addRow("Task", self.task_combo)
+        self.reviewer_edit = QLineEdit(default_reviewer())
+        self.reviewer_edit.setToolTip("Recorded with every review you save.")
+        form.addRow("Reviewer", self.reviewer_edit)
+        layout.addLayout(form)
+
+        self.open_folder_button = QPushButton("Open folder…")
+        self.open_folder_button.clicked.connect(self._browse_folder)
+        self.open_file_button = QPushButton("Open stack / results…")
+        self.open_file_button.setToolTip("An image stack, or the results .jsonl of `napari-fracto analyze`.")
+        self.open_file_button.clicked.connect(self._browse_file)
+        self.all_button = QPushButton("Whole dataset")
+        self.all_button.setToolTip("Review every image of the task in the dataset (e.g. after autolabel).")
+        self.all_button.clicked.connect(self.review_dataset)
+        layout.addWidget(_row(self.open_folder_button, self.open_file_button, self.all_button))
+
+        self.progress_label = QLabel("Open a dataset to start.")
+        self.progress_label.setStyleSheet("font-weight: bold")
+        layout.addWidget(self.progress_label)
+        self.image_label = QLabel("")
+        self.image_label.setWordWrap(True)
+        layout.addWidget(self.image_label)
+
+        self.table = QTableWidget(0, 3)
+        self.table.setHorizontalHeaderLabels(["Label", "Box (x1, y1, x2, y2)", "Status"])
+        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QTableWidget.SelectionMode.SingleSelection)
+        self.table.verticalHeader().setVisible(False)
+        self.table.setMinimumHeight(140)
+        layout.addWidget(self.table)
+
+        self.accept_button = QPushButton("Accept (H)")
+        self.accept_button.clicked.connect(self.accept_selected)
+        self.reject_button = QPushButton("Reject (U)")
+        self.reject_button.clicked.connect(self.reject_selected)
+        layout.addWidget(_row(self.accept_button, self.reject_button))
+
+        self.label_combo = QComboBox()
+        self.label_combo.setToolTip(
+            "The label for relabelling, for a missed image-level label and for new boxes."
+        )
+        self.label_combo.currentTextChanged.connect(self._on_label_choice)
+        self.relabel_button = QPushButton("Set label")
+        self.relabel_button.clicked.connect(lambda: self.relabel_selected(self.label_combo.currentText()))
+        self.add_label_button = QPushButton("Add image label")
+        self.add_label_button.clicked.connect(lambda: self.add_image_label(self.label_combo.currentText()))
+        layout.addWidget(_row(self.label_combo, self.relabel_button, self.add_label_button))
+        hint = QLabel("Draw a box: select the findings layer, press R and drag; it gets the label above.")
+        hint.setWordWrap(True)
+        layout.addWidget(hint)
+
+        self.notes_edit = QPlainTextEdit()
+        self.notes_edit.setPlaceholderText("Notes on this image (saved with the review)")
+        self.notes_edit.setMaximumHeight(70)
+        self.notes_edit.textChanged.connect(self._on_notes)
+        layout.addWidget(self.notes_edit)
+
+        grid = QGridLayout()
+        self.save_button = QPushButton("Save (W)")
+        self.save_button.clicked.connect(self.save)
+        self.accept_next_button = QPushButton("Accept all + next (G)")
+        self.accept_next_button.clicked.connect(self.accept_all_and_next)
+        self.skip_button = QPushButton("Skip (Q)")
+        self.skip_button.clicked.connect(self.skip)
+        self.prev_button = QPushButton("◀ Previous (PgUp)")
+        self.prev_button.clicked.connect(self.previous_image)
+        self.next_button = QPushButton("Next (PgDn) ▶")
+        self.next_button.clicked.connect(self.next_image)
+        self.unreviewed_button = QPushButton("Next unreviewed (N)")
+        self.unreviewed_button.clicked.connect(self.next_unreviewed)
+        self.undo_button = QPushButton("Undo (Ctrl+Z)")
+        self.undo_button.clicked.connect(self.undo)
+        self.redo_button = QPushButton("Redo (Ctrl+Shift+Z)")
+        self.redo_button.clicked.connect(self.redo)
+        for i, b in enumerate(
+            (
+                self.save_button,
+                self.accept_next_button,
+                self.skip_button,
+                self.prev_button,
+                self.next_button,
+                self.unreviewed_button,
+                self.undo_button,
+                self.redo_button,
+            )
+        ):
+            grid.addWidget(b, i // 3, i % 3)
+        layout.addLayout(grid)
+        self.status_label = QLabel("")
+        self.status_label.setWordWrap(True)
+        layout.addWidget(self.status_label)
+        layout.addStretch(1)
+
+    def _bind_keys(self) -> None:
+        self._previous_bindings: dict[str, Any] = {}
+        for key, method, _ in KEYS:
+            action = getattr(self, method)
+            previous = self.viewer.bind_key(key, lambda _viewer, a=action: a(), overwrite=True)
+            self._previous_bindings[key] = previous
+
+    def _unbind_keys(self) -> None:
+        for key, previous in getattr(self, "_previous_bindings", {}).items():
+            try:
+                self.viewer.bind_key(key, previous, overwrite=True)
+            except (TypeError, ValueError):
+                logger.debug("could not restore key %s", key)
+        self._previous_bindings = {}
+
+    def _set_enabled(self) -> None:
+        has_ds = self.dataset is not None
+        has_image = self.session is not None
+        for b in (self.open_folder_button, self.open_file_button, self.all_button):
+            b.setEnabled(has_ds)
+        for b in (
+            self.save_button,
+            self.accept_next_button,
+            self.skip_button,
+            self.prev_button,
+            self.next_button,
+            self.unreviewed_button,
+            self.accept_button,
+            self.reject_button,
+            self.relabel_button,
+            self.add_label_button,
+        ):
+            b.setEnabled(has_image)
+        self.undo_button.setEnabled(has_image and self.session.can_undo)
+        self.redo_button.setEnabled(has_image and self.session.can_redo)
+
+    def _browse_dataset(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Corrections dataset folder", self.dataset_edit.text())
+        if path:
+            self.open_dataset(path)
+
+    def _browse_folder(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Folder of images to review")
+        if path:
+            self.open_source(path)
+
+    def _browse_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self,
+            "Image stack or analysis results",
+            "",
+            "Results or images (*.jsonl *.ndjson *.tif *.tiff *.npy *.npz *.h5 *.hdf5 *.cxi *.png *.jpg)"
+            ";;All files (*)",
+        )
+        if path:
+            self.open_source(path)
+
+    # ---- opening --------------------------------------------------------------------------------------
+    def open_dataset(self, path: str | Path) -> bool:
+        """Open (or create) the dataset and continue its last queue where it was left."""
+        from napari_fracto.dataset import Dataset, DatasetError
+        from napari_fracto.review import ReviewQueue
+
+        path = str(path).strip()
+        if not path:
+            show_error("Enter or pick a folder for the corrections dataset.")
+            return False
+        try:
+            dataset = Dataset.open_or_create(path)
+        except (DatasetError, OSError) as exc:
+            show_error(f"Could not open the dataset: {exc}")
+            return False
+        self._close_dataset()
+        self.dataset = dataset
+        self.dataset_edit.setText(str(dataset.root))
+        queue = ReviewQueue.resume(dataset)
+        if queue is None:
+            self.progress_label.setText("Open a folder, a stack or results to review.")
+            self._set_enabled()
+            return True
+        self._start(queue)
+        return True
+
+    def open_source(self, path: str | Path) -> bool:
+        """Queue a folder, an image stack or a results .jsonl and show its first unreviewed image."""
+        from napari_fracto.review import QueueError, ReviewQueue
+
+        if not self._need_dataset():
+            return False
+        try:
+            queue = ReviewQueue.open(self.dataset, path, self.task_combo.currentText() or None)
+        except (QueueError, ValueError, OSError) as exc:
+            show_error(str(exc))
+            return False
+        self._start(queue)
+        return True
+
+    def review_dataset(self) -> bool:
+        """Queue every image of the chosen task in the dataset."""
+        from napari_fracto.review import QueueError, ReviewQueue
+
+        if not self._need_dataset():
+            return False
+        try:
+            queue = ReviewQueue.from_dataset(self.dataset, self.task_combo.currentText())
+        except (QueueError, ValueError) as exc:
+            show_error(str(exc))
+            return False
+        self._start(queue)
+        return True
+
+    def _need_dataset(self) -> bool:
+        if self.dataset is None:
+            show_error("Open a corrections dataset first (the 'Dataset' field): reviews are saved there.")
+            return False
+        return True
+
+    def _start(self, queue: ReviewQueue) -> None:
+        from napari_fracto.vocabulary import load_vocabulary
+
+        self.queue = queue
+        self._sessions.clear()
+        try:
+            self._vocab = load_vocabulary(queue.task)
+        except (LookupError, ValueError) as exc:
+            show_error(f"No vocabulary for task {queue.task!r}: {exc}")
+            return
+        self.task_combo.setCurrentText(queue.task)
+        self.label_combo.blockSignals(True)
+        self.label_combo.clear()
+        self.label_combo.addItems(self._vocab.names())
+        self.label_combo.blockSignals(False)
+        if queue.problems:
+            show_warning(f"{len(queue.problems)} item(s) left out: " + "; ".join(queue.problems[:3]))
+        start = queue.position
+        if queue.status(start) != "unreviewed":
+            nxt = queue.next_unreviewed()
+            start = start if nxt is None else nxt
+        self.show_image(start)
+
+    # ---- showing an image -----------------------------------------------------------------------------
+    def show_image(self, index: int) -> bool:
+        """Load image `index` of the queue with its findings (unsaved edits of this session kept)."""
+        from napari.layers import Layer
+
+        from napari_fracto.io.readers import read_file
+        from napari_fracto.review.layer import review_shapes
+
+        if self.queue is None:
+            return False
+        index = self.queue.go(index)
+        entry = self.queue.current
+        try:
+            path = self.dataset.image_path(entry.image_id)
+            layer_data = read_file(path)
+            session = self._sessions.get(entry.image_id) or self.queue.session(index, self._vocab.names())
+        except (ValueError, OSError) as exc:
+            show_error(f"Cannot show {entry.name}: {exc}")
+            return False
+        self._remove_layers()
+        image_layer = None
+        for data, meta, layer_type in layer_data:
+            meta = dict(meta)
+            meta["name"] = str(meta.get("name") or path.stem).replace(path.stem, entry.name)
+            layer = self.viewer.add_layer(Layer.create(data, meta, layer_type))
+            self._layers.append(layer)
+            if image_layer is None and layer_type == "image":
+                image_layer = layer
+        self._sessions[entry.image_id] = session
+        self.session, self.index = session, index
+        spec = review_shapes(
+            session,
+            self._vocab,
+            image_name=entry.name,
+            scale=tuple(image_layer.scale) if image_layer is not None else None,
+            translate=tuple(image_layer.translate) if image_layer is not None else None,
+        )
+        self._syncing = True
+        try:
+            self.shapes_layer = self.viewer.add_shapes(spec.data or None, **spec.layer_kwargs())
+        finally:
+            self._syncing = False
+        self._layers.append(self.shapes_layer)
+        self.shapes_layer.events.data.connect(self._on_shapes_changed)
+        self.viewer.layers.selection.active = self.shapes_layer
+        self._set_new_shape_defaults()
+        self.notes_edit.blockSignals(True)
+        self.notes_edit.setPlainText(session.notes)
+        self.notes_edit.blockSignals(False)
+        self._refresh()
+        self.image_loaded.emit(index)
+        return True
+
+    def _remove_layers(self) -> None:
+        if self.shapes_layer is not None:
+            self.shapes_layer.events.data.disconnect(self._on_shapes_changed)
+        for layer in self._layers:
+            if layer in self.viewer.layers:
+                self.viewer.layers.remove(layer)
+        self._layers = []
+        self.shapes_layer = None
+
+    def _render(self) -> None:
+        """Redraw the findings layer from the review (after an edit made in the panel, undo or redo)."""
+        from napari_fracto.review.layer import REVIEW_METADATA, review_metadata, review_shapes
+
+        layer = self.shapes_layer
+        if layer is None or self.session is None:
+            return
+        spec = review_shapes(self.session, self._vocab)
+        self._syncing = True
+        try:
+            layer.selected_data = set()
+            layer.data = spec.data
+            if spec.data:
+                layer.shape_type = "rectangle"
+            layer.features = spec.features
+            if spec.data:
+                layer.edge_color = spec.edge_color
+            layer.metadata[REVIEW_METADATA] = review_metadata(self.session)
+        finally:
+            self._syncing = False
+        self._set_new_shape_defaults()
+
+    def _set_new_shape_defaults(self) -> None:
+        from napari_fracto.overlay import label_colour
+        from napari_fracto.review.layer import NEW_SHAPE
+
+        layer = self.shapes_layer
+        label = self.label_combo.currentText()
+        if layer is None or not label:
+            return
+        defaults = layer.feature_defaults.iloc[0].to_dict() if len(layer.feature_defaults) else {}
+        defaults.update({"label": label, "finding_id": NEW_SHAPE, "mark": "[added] ", "score": ""})
+        layer.feature_defaults = defaults
+        layer.current_edge_color = label_colour(label, self._vocab)
+
+    def _on_label_choice(self, _label: str) -> None:
+        self._set_new_shape_defaults()
+
+    def _on_shapes_changed(self, event: Any) -> None:
+        """Drawn, moved, resized or deleted on the canvas: take it into the review (one undo step)."""
+        action = str(getattr(getattr(event, "action", None), "value", getattr(event, "action", "")))
+        if self._syncing or self.session is None or action not in ("added", "changed", "removed"):
+            return
+        from napari_fracto.review import ReviewError
+        from napari_fracto.review.layer import read_layer
+
+        layer = self.shapes_layer
+        features = layer.features
+        ids = list(features["finding_id"]) if "finding_id" in features else []
+        labels = list(features["label"]) if "label" in features else []
+        try:
+            known, new = read_layer(layer.data, ids, labels, self.label_combo.currentText())
+            self.session.apply_layer(known, [(label, box) for _, label, box in new])
+        except ReviewError as exc:
+            show_error(f"{exc}; the canvas was reset to the review.")
+        # redraw outside napari's own event handling (it may still refer to the shape just drawn)
+        QTimer.singleShot(0, self._after_canvas_edit)
+
+    def _after_canvas_edit(self) -> None:
+        self._render()
+        self._refresh()
+
+    # ---- panel state ----------------------------------------------------------------------------------
+    def _refresh(self) -> None:
+        queue, session = self.queue, self.session
+        if queue is None or session is None:
+            self._set_enabled()
+            return
+        self.progress_label.setText(queue.progress_text())
+        entry = queue.current
+        unsaved = " — unsaved changes" if session.dirty else ""
+        self.image_label.setText(
+            f"{queue.position + 1} / {len(queue)}: {entry.name} ({queue.status(queue.position)}){unsaved}"
+        )
+        selected = self.selected_row_id()
+        self.table.setRowCount(len(session.rows))
+        for i, row in enumerate(session.rows):
+            box = "whole image" if row.box is None else ", ".join(f"{v:.0f}" for v in row.box.as_list())
+            for col, text in enumerate((row.label, box, row.status)):
+                self.table.setItem(i, col, QTableWidgetItem(text))
+            if row.id == selected:
+                self.table.selectRow(i)
+        if selected is None and session.rows:
+            self.table.selectRow(0)
+        layer = self.shapes_layer
+        if layer is not None:
+            from napari_fracto.review.layer import REVIEW_METADATA, review_metadata
+
+            layer.metadata[REVIEW_METADATA] = review_metadata(session)
+        self._set_enabled()
+
+    def selected_row_id(self) -> int | None:
+        if self.session is None:
+            return None
+        rows = self.table.selectionModel().selectedRows() if self.table.selectionModel() else []
+        if not rows:
+            return None
+        i = rows[0].row()
+        return self.session.rows[i].id if i < len(self.session.rows) else None
+
+    def _select_offset(self, step: int) -> None:
+        n = self.table.rowCount()
+        if n:
+            current = self.table.currentRow()
+            self.table.selectRow(min(max((current if current >= 0 else -step) + step, 0), n - 1))
+
+    def _on_notes(self) -> None:
+        if self.session is not None:
+            self.session.notes = self.notes_edit.toPlainText()
+            self._refresh_label_only()
+
+    def _refresh_label_only(self) -> None:
+        if self.queue is not None and self.session is not None:
+            unsaved = " — unsaved changes" if self.session.dirty else ""
+            entry = self.queue.current
+            self.image_label.setText(
+                f"{self.queue.position + 1} / {len(self.queue)}: {entry.name} "
+                f"({self.queue.status(self.queue.position)}){unsaved}"
+            )
+
+    def _edit(self, func: Any, *args: Any) -> bool:
+        """Run one review edit; a user error becomes a notification, the canvas follows the review."""
+        from napari_fracto.review import ReviewError
+
+        if self.session is None:
+            return False
+        try:
+            func(*args)
+        except ReviewError as exc:
+            show_error(str(exc))
+            return False
+        self._render()
+        self._refresh()
+        return True
+
+    # ---- actions (buttons and keys) -------------------------------------------------------------------
+    def select_next_finding(self) -> None:
+        self._select_offset(1)
+
+    def select_previous_finding(self) -> None:
+        self._select_offset(-1)
+
+    def accept_selected(self) -> bool:
+        row_id = self.selected_row_id()
+        return row_id is not None and self._edit(self.session.accept, row_id)
+
+    def reject_selected(self) -> bool:
+        row_id = self.selected_row_id()
+        return row_id is not None and self._edit(self.session.reject, row_id)
+
+    def relabel_selected(self, label: str) -> bool:
+        row_id = self.selected_row_id()
+        if row_id is None:
+            show_info("Select a finding in the list first, then choose its label.")
+            return False
+        return self._edit(self.session.relabel, row_id, label)
+
+    def add_image_label(self, label: str) -> bool:
+        return self._edit(self.session.add_label, label) if self.session else False
+
+    def undo(self) -> None:
+        if self.session is not None and (what := self.session.undo()):
+            self.status_label.setText(f"Undone: {what}")
+            self._render()
+            self._refresh()
+
+    def redo(self) -> None:
+        if self.session is not None and (what := self.session.redo()):
+            self.status_label.setText(f"Redone: {what}")
+            self._render()
+            self._refresh()
+
+    def save(self, status: str = "reviewed") -> Any:
+        """Write this image's review to the dataset; returns the stored record (None on failure)."""
+        from napari_fracto.review import QueueError
+
+        if self.queue is None or self.session is None or self.index is None:
+            return None
+        try:
+            record = self.queue.save(
+                self.index,
+                self.session,
+                reviewer=self.reviewer_edit.text().strip() or None,
+                status=status,
+                vocabulary_version=getattr(self._vocab, "version", None),
+            )
+        except (QueueError, ValueError, OSError) as exc:
+            show_error(str(exc))
+            return None
+        self.status_label.setText(
+            f"Saved {self.queue.current.name} as {status} (review #{record.review_id})."
+        )
+        self._refresh()
+        self.saved.emit(record)
+        return record
+
+    def skip(self) -> Any:
+        record = self.save(status="skipped")
+        if record is not None:
+            self.next_unreviewed()
+        return record
+
+    def accept_all_and_next(self) -> Any:
+        if self.session is None:
+            return None
+        self.session.accept_all()
+        record = self.save()
+        if record is not None:
+            self.next_unreviewed()
+        return record
+
+    def next_image(self) -> None:
+        if self.queue is not None:
+            self.show_image(self.queue.position + 1)
+
+    def previous_image(self) -> None:
+        if self.queue is not None:
+            self.show_image(self.queue.position - 1)
+
+    def next_unreviewed(self) -> None:
+        if self.queue is None:
+            return
+        nxt = self.queue.next_unreviewed()
+        if nxt is None:
+            self.status_label.setText(f"All done: {self.queue.progress_text()}.")
+            show_info(f"No unreviewed image left ({self.queue.progress_text()}).")
+            return
+        self.show_image(nxt)
+
+    # ---- lifetime -------------------------------------------------------------------------------------
+    def _close_dataset(self) -> None:
+        self._remove_layers()
+        if self.dataset is not None:
+            self.dataset.close()
+        self.dataset = self.queue = self.session = self.index = None
+        self._sessions.clear()
+
+    def closeEvent(self, event: Any) -> None:
+        unsaved = [s for s in self._sessions.values() if s.dirty]
+        if unsaved:
+            show_warning(f"{len(unsaved)} image(s) had unsaved review edits; they were not saved.")
+        self._unbind_keys()
+        if self.dataset is not None:
+            self.dataset.close()
+            self.dataset = None
+        super().closeEvent(event)
+
+
+def _row(*widgets: QWidget) -> QWidget:
+    box = QWidget()
+    layout = QHBoxLayout(box)
+    layout.setContentsMargins(0, 0, 0, 0)
+    for w in widgets:
+        layout.addWidget(w)
+    return box

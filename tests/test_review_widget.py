@@ -1,0 +1,188 @@
+"""The Review widget in a real viewer, driven by the keyboard as a reviewer would (run under xvfb-run)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+
+from qtpy.QtCore import Qt
+
+from napari_fracto.dataset import Decision, Status
+from napari_fracto.findings import AnalysisResult, Box, Finding
+from napari_fracto.vocabulary import load_vocabulary
+from napari_fracto.widgets.review import KEYS, ReviewWidget
+
+LABELS = load_vocabulary("fracture").names()
+
+
+def _results(tmp_path, n=3):
+    """n tiny PNGs and an `analyze` results file with two boxed findings and one image-level label each."""
+    from PIL import Image
+
+    lines = []
+    for i in range(n):
+        path = tmp_path / f"img{i}.png"
+        Image.fromarray(np.full((40, 50), 20 * i + 10, np.uint8)).save(path)
+        result = AnalysisResult(
+            task="fracture",
+            findings=[
+                Finding(LABELS[0], 0.8, Box(2, 3, 20, 15)),
+                Finding(LABELS[1], 0.5, Box(25, 10, 45, 35)),
+                Finding(LABELS[2], 0.4, None),
+            ],
+            raw_text=f"answer {i}",
+            backend="openai",
+            model="test-model",
+            adapter=None,
+            prompt_version="p1",
+            vocabulary_version="1.0",
+            seconds=0.1,
+            image_shape=(40, 50),
+            source=str(path),
+        )
+        lines.append(json.dumps(result.to_record()))
+    results = tmp_path / "results.jsonl"
+    results.write_text("\n".join(lines) + "\n")
+    return results
+
+
+def _press(viewer, qtbot, key, modifier=Qt.KeyboardModifier.NoModifier):
+    # Keys reach napari's keymap through the viewer's Qt widget, as when the canvas has focus.
+    qtbot.keyClick(viewer.window._qt_viewer, key, modifier)
+
+
+def _widget(make_napari_viewer, qtbot, dataset_path):
+    viewer = make_napari_viewer()
+    widget = ReviewWidget(viewer)
+    qtbot.addWidget(widget)
+    assert widget.open_dataset(dataset_path)
+    return viewer, widget
+
+
+def test_keyboard_review_path_saves_corrections(make_napari_viewer, qtbot, tmp_path):
+    results = _results(tmp_path)
+    viewer, w = _widget(make_napari_viewer, qtbot, tmp_path / "ds")
+    assert w.open_source(results)
+    assert w.progress_label.text() == "0 / 3 reviewed"
+    assert [r.label for r in w.session.rows] == LABELS[:3]
+    assert len(w.shapes_layer.data) == 2
+    assert w.shapes_layer.metadata["napari_fracto"]["raw_text"] == "answer 0"
+    first_id = w.queue.current.image_id
+
+    # G: accept all, save, next unreviewed
+    _press(viewer, qtbot, Qt.Key.Key_G)
+    assert w.progress_label.text() == "1 / 3 reviewed"
+    assert w.queue.position == 1
+    ds = w.dataset
+    assert list(ds.latest_review(first_id).decisions) == [Decision.ACCEPTED] * 3
+
+    # J selects the second finding, U rejects it: its box leaves the canvas
+    _press(viewer, qtbot, Qt.Key.Key_J)
+    _press(viewer, qtbot, Qt.Key.Key_U)
+    assert w.session.rows[1].rejected
+    assert list(w.shapes_layer.features["finding_id"]) == [0]
+
+    # relabel the first finding from the panel
+    w.table.selectRow(0)
+    w.label_combo.setCurrentText(LABELS[4])
+    w.relabel_button.click()
+    assert w.session.rows[0].label == LABELS[4]
+    assert list(w.shapes_layer.features["label"]) == [LABELS[4]]
+
+    # a box drawn on the findings layer gets the chosen label
+    w.label_combo.setCurrentText(LABELS[5])
+    w.shapes_layer.add_rectangles(np.array([[5.0, 30.0], [25.0, 48.0]]))
+    qtbot.waitUntil(lambda: -1 not in list(w.shapes_layer.features["finding_id"]))
+    added = w.session.rows[-1]
+    assert added.label == LABELS[5]
+    assert added.box == Box(30, 5, 48, 25)
+    assert list(w.shapes_layer.features["label"]) == [LABELS[4], LABELS[5]]
+
+    # moving a box on the canvas edits it
+    data = [np.array(d) for d in w.shapes_layer.data]
+    data[0] = data[0] + 1.0
+    w.shapes_layer.data = data
+    qtbot.waitUntil(lambda: w.session.rows[0].box == Box(3, 4, 21, 16))
+
+    # undo the move and the drawn box, redo the box
+    _press(viewer, qtbot, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert w.session.rows[0].box == Box(2, 3, 20, 15)
+    _press(viewer, qtbot, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert w.session.rows[-1].predicted is not None
+    assert len(w.shapes_layer.data) == 1
+    _press(
+        viewer, qtbot, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier
+    )
+    assert w.session.rows[-1].label == LABELS[5]
+    assert len(w.shapes_layer.data) == 2
+
+    # deleting a predicted box on the canvas rejects it
+    w.shapes_layer.selected_data = {0}
+    w.shapes_layer.remove_selected()
+    qtbot.waitUntil(lambda: w.session.rows[0].rejected)
+
+    w.notes_edit.setPlainText("edge charging")
+    w.reviewer_edit.setText("ana")
+    image_id = w.queue.current.image_id
+    _press(viewer, qtbot, Qt.Key.Key_W)  # save
+    record = ds.latest_review(image_id)
+    assert record.status is Status.REVIEWED
+    assert record.reviewer == "ana"
+    assert record.notes == "edge charging"
+    assert list(record.decisions) == [Decision.REJECTED, Decision.REJECTED, Decision.PENDING]
+    assert [(f.label, f.box) for f in record.corrected] == [
+        (LABELS[2], None),
+        (LABELS[5], Box(30, 5, 48, 25)),
+    ]
+    assert record.raw_text == "answer 1"
+    assert record.model == "test-model"
+    assert w.progress_label.text() == "2 / 3 reviewed"
+
+
+def test_resume_after_restart_continues_at_next_unreviewed(make_napari_viewer, qtbot, tmp_path):
+    results = _results(tmp_path, n=4)
+    viewer, w = _widget(make_napari_viewer, qtbot, tmp_path / "ds")
+    w.open_source(results)
+    _press(viewer, qtbot, Qt.Key.Key_G)
+    _press(viewer, qtbot, Qt.Key.Key_Q)  # skip the second
+    assert w.progress_label.text() == "1 / 4 reviewed, 1 skipped"
+    w.close()  # napari closed
+
+    viewer2, w2 = _widget(make_napari_viewer, qtbot, tmp_path / "ds")
+    assert w2.progress_label.text() == "1 / 4 reviewed, 1 skipped"
+    assert w2.queue.position == 2
+    assert w2.image_label.text().startswith("3 / 4: img2.png (unreviewed)")
+    assert any(layer.name == "img2.png" for layer in viewer2.layers)
+    # PageUp goes back to the skipped image, which still shows its prediction
+    _press(viewer2, qtbot, Qt.Key.Key_PageUp)
+    assert w2.queue.position == 1
+    assert len(w2.session.rows) == 3
+
+
+def test_errors_are_notifications_not_crashes(make_napari_viewer, qtbot, tmp_path):
+    viewer = make_napari_viewer()
+    w = ReviewWidget(viewer)
+    qtbot.addWidget(w)
+    assert not w.open_source(tmp_path)  # no dataset yet
+    (tmp_path / "file.txt").write_text("x")
+    assert not w.open_dataset(tmp_path / "file.txt")
+    assert w.open_dataset(tmp_path / "ds")
+    assert not w.open_source(tmp_path / "missing")
+    _press(viewer, qtbot, Qt.Key.Key_G)  # nothing to review: the key does nothing
+    assert w.session is None
+
+
+def test_every_key_is_documented_in_the_tooltip_and_docs(make_napari_viewer, qtbot):
+    from pathlib import Path
+
+    w = ReviewWidget(make_napari_viewer())
+    qtbot.addWidget(w)
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "review.md").read_text()
+    for key, _, _ in KEYS:
+        assert key in w.toolTip()
+        assert f"`{key}`" in docs, f"key {key} missing from docs/review.md"
