@@ -1,0 +1,381 @@
+"""The Train dock widget: fine-tune a LoRA adapter from a corrections dataset in a separate process.
+
+Training runs as `python -m napari_fracto.training train ...` in a QProcess, so napari never freezes and
+GPU memory is returned when it ends; its JSON-lines stdout feeds a `TrainStatus` (pure, in the training
+package) that drives the progress bar, the live loss plot and the base-vs-adapter table. Stop writes a
+STOP file in the run folder (works on every OS; the trainer saves a checkpoint and exits); pressing Stop
+again, or closing the widget, terminates the process.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from qtpy.QtCore import QPointF, QProcess, QProcessEnvironment, Qt, Signal
+from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
+from qtpy.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_fracto.training.config import KNOWN_BASES, PRESETS
+from napari_fracto.training.progress import TrainStatus
+
+if TYPE_CHECKING:
+    import napari
+
+NO_PRESET = "none (use the base model as given)"
+KILL_AFTER_MS = 15000
+
+
+class LossPlot(QWidget):
+    """A minimal live line plot of training loss (blue) and validation loss (orange) against the step."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setMinimumHeight(120)
+        self.train: list[tuple[int, float]] = []
+        self.val: list[tuple[int, float]] = []
+
+    def set_data(self, train: list[tuple[int, float]], val: list[tuple[int, float]]) -> None:
+        self.train, self.val = list(train), list(val)
+        self.update()
+
+    def paintEvent(self, event: Any) -> None:
+        painter = QPainter(self)
+        painter.fillRect(self.rect(), QColor(30, 30, 30))
+        points = self.train + self.val
+        if not points:
+            painter.setPen(QColor(160, 160, 160))
+            painter.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, "loss appears here")
+            painter.end()
+            return
+        x_max = max(max(s for s, _ in points), 1)
+        lo, hi = min(v for _, v in points), max(v for _, v in points)
+        span = (hi - lo) or 1.0
+        w, h, m = self.width(), self.height(), 8
+
+        def to_px(step: int, value: float) -> QPointF:
+            return QPointF(m + (w - 2 * m) * step / x_max, h - m - (h - 2 * m) * (value - lo) / span)
+
+        for series, colour in ((self.train, QColor(86, 180, 233)), (self.val, QColor(230, 159, 0))):
+            if series:
+                painter.setPen(QPen(colour, 2))
+                painter.drawPolyline(QPolygonF([to_px(s, v) for s, v in series]))
+        painter.setPen(QColor(200, 200, 200))
+        painter.drawText(m, m + 10, f"{hi:.3g}")
+        painter.drawText(m, h - m, f"{lo:.3g}")
+        painter.end()
+
+
+class TrainWidget(QWidget):
+    """Pick a dataset, base model and preset; Start / Stop; watch progress; compare base and adapter."""
+
+    finished = Signal(str)  # the final state: finished / stopped / failed
+
+    def __init__(self, napari_viewer: napari.Viewer | None = None, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.status = TrainStatus()
+        self.process: QProcess | None = None
+        self.run_dir: Path | None = None
+        self._stdout_buffer = ""
+        self.stderr_tail: list[str] = []
+        self._build()
+
+    # -- layout --------------------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        layout = QVBoxLayout(self)
+        form = QFormLayout()
+        self.dataset_edit = QLineEdit()
+        self.dataset_edit.setPlaceholderText("corrections dataset folder")
+        browse = QToolButton()
+        browse.setText("…")
+        browse.clicked.connect(self._browse_dataset)
+        form.addRow("Dataset", _row(self.dataset_edit, browse))
+        self.task_edit = QLineEdit()
+        self.task_edit.setPlaceholderText("the dataset's only task")
+        form.addRow("Task", self.task_edit)
+        self.model_combo = QComboBox()
+        self.model_combo.setEditable(True)
+        self.model_combo.addItems([b.model for b in KNOWN_BASES.values()])
+        model_browse = QToolButton()
+        model_browse.setText("…")
+        model_browse.clicked.connect(self._browse_model)
+        form.addRow("Base model", _row(self.model_combo, model_browse))
+        self.preset_combo = QComboBox()
+        self.preset_combo.addItems([NO_PRESET, "auto", *PRESETS])
+        self.preset_combo.currentTextChanged.connect(self._preset_changed)
+        form.addRow("Preset", self.preset_combo)
+        self.preset_label = QLabel("")
+        self.preset_label.setWordWrap(True)
+        form.addRow("", self.preset_label)
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(["auto", "cuda", "cpu"])
+        form.addRow("Device", self.device_combo)
+        self.epochs_spin = QDoubleSpinBox()
+        self.epochs_spin.setRange(0.1, 100)
+        self.epochs_spin.setValue(3)
+        form.addRow("Epochs", self.epochs_spin)
+        self.steps_spin = QSpinBox()
+        self.steps_spin.setRange(-1, 1_000_000)
+        self.steps_spin.setValue(-1)
+        self.steps_spin.setSpecialValueText("from epochs")
+        form.addRow("Max steps", self.steps_spin)
+        self.name_edit = QLineEdit()
+        self.name_edit.setPlaceholderText("adapter name (default: from the run)")
+        form.addRow("Name", self.name_edit)
+        layout.addLayout(form)
+        self.extra_args: list[str] = []  # more CLI flags (tests, power users)
+
+        buttons = QHBoxLayout()
+        self.start_button = QPushButton("Start")
+        self.start_button.clicked.connect(self.start)
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setEnabled(False)
+        self.stop_button.clicked.connect(self.stop)
+        buttons.addWidget(self.start_button)
+        buttons.addWidget(self.stop_button)
+        layout.addLayout(buttons)
+
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(0)
+        layout.addWidget(self.progress_bar)
+        self.progress_label = QLabel("idle")
+        self.progress_label.setWordWrap(True)
+        layout.addWidget(self.progress_label)
+        self.loss_plot = LossPlot()
+        layout.addWidget(self.loss_plot)
+        self.results_table = QTableWidget(0, 4)
+        self.results_table.setHorizontalHeaderLabels(["model", "micro-F1", "set precision", "parse failures"])
+        self.results_table.verticalHeader().setVisible(False)
+        layout.addWidget(self.results_table)
+        self._preset_changed(self.preset_combo.currentText())
+
+    def _browse_dataset(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Corrections dataset folder")
+        if path:
+            self.dataset_edit.setText(path)
+
+    def _browse_model(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Local model folder (with config.json)")
+        if path:
+            self.model_combo.setCurrentText(path)
+
+    def _preset_changed(self, name: str) -> None:
+        preset = PRESETS.get(name)
+        enabled = preset is None and name != "auto"
+        self.model_combo.setEnabled(enabled)
+        if preset is not None:
+            self.preset_label.setText(
+                f"{preset.base.model}, {preset.method}, batch {preset.batch_size}: "
+                f"about {preset.memory_gb():.1f} GB of GPU memory (estimate)"
+            )
+        elif name == "auto":
+            self.preset_label.setText("the largest preset that fits in the free GPU memory")
+        else:
+            self.preset_label.setText("")
+
+    # -- process -------------------------------------------------------------------------------------
+
+    def command(self, run_dir: Path) -> list[str]:
+        """The training command line this widget would run (without the interpreter)."""
+        args = [
+            "-m",
+            "napari_fracto.training",
+            "train",
+            self.dataset_edit.text().strip(),
+            "--out",
+            str(run_dir),
+        ]
+        preset = self.preset_combo.currentText()
+        if preset != NO_PRESET:
+            args += ["--preset", preset]
+        else:
+            args += ["--model", self.model_combo.currentText().strip()]
+        if self.task_edit.text().strip():
+            args += ["--task", self.task_edit.text().strip()]
+        args += ["--device", self.device_combo.currentText(), "--epochs", f"{self.epochs_spin.value():g}"]
+        if self.steps_spin.value() > 0:
+            args += ["--max-steps", str(self.steps_spin.value())]
+        if self.name_edit.text().strip():
+            args += ["--name", self.name_edit.text().strip()]
+        return args + list(self.extra_args)
+
+    def _check_inputs(self) -> str:
+        dataset = self.dataset_edit.text().strip()
+        if not dataset:
+            return "Choose the corrections dataset folder first."
+        if not (Path(dataset).expanduser() / "dataset.sqlite").is_file():
+            return f"{dataset} is not a corrections dataset (no dataset.sqlite); pick the dataset folder."
+        if self.preset_combo.currentText() == NO_PRESET and not self.model_combo.currentText().strip():
+            return "Choose a base model (a Hub id or a local model folder) or a preset."
+        return ""
+
+    def start(self) -> None:
+        from napari_fracto.training.runfolder import new_run_dir
+        from napari_fracto.widgets._common import show_error
+
+        if self.process is not None:
+            return
+        problem = self._check_inputs()
+        if problem:
+            show_error(problem)
+            self.progress_label.setText(problem)
+            return
+        name = self.name_edit.text().strip() or Path(self.model_combo.currentText().strip() or "adapter").name
+        self.run_dir = new_run_dir(name)
+        self.status = TrainStatus(state="starting", run_dir=str(self.run_dir))
+        self._stdout_buffer = ""
+        self.stderr_tail = []
+        self.results_table.setRowCount(0)
+        self.loss_plot.set_data([], [])
+        process = QProcess(self)
+        env = QProcessEnvironment.systemEnvironment()
+        env.insert("PYTHONUNBUFFERED", "1")
+        process.setProcessEnvironment(env)
+        process.readyReadStandardOutput.connect(self._read_stdout)
+        process.readyReadStandardError.connect(self._read_stderr)
+        process.finished.connect(self._process_finished)
+        process.errorOccurred.connect(self._process_error)
+        self.process = process
+        self.start_button.setEnabled(False)
+        self.stop_button.setEnabled(True)
+        self.stop_button.setText("Stop")
+        self.progress_label.setText(f"starting… (run folder {self.run_dir})")
+        process.start(sys.executable, self.command(self.run_dir))
+
+    def stop(self) -> None:
+        """First press: ask for a clean stop (checkpoint saved). Second press: terminate the process."""
+        if self.process is None:
+            return
+        if self.run_dir is not None and not (self.run_dir / "STOP").exists() and self.run_dir.is_dir():
+            (self.run_dir / "STOP").write_text("stop requested from napari\n", encoding="utf-8")
+            self.progress_label.setText("stopping after the current step (saving a checkpoint)…")
+            self.stop_button.setText("Force stop")
+        else:
+            self.process.terminate()
+            self.progress_label.setText("terminating…")
+            self.stop_button.setEnabled(False)
+
+    def shutdown(self) -> None:
+        """End a running training process (closing the widget or napari); waits briefly, then kills."""
+        process = self.process
+        if process is None:
+            return
+        process.terminate()
+        if not process.waitForFinished(KILL_AFTER_MS):
+            process.kill()
+            process.waitForFinished(3000)
+
+    def closeEvent(self, event: Any) -> None:
+        self.shutdown()
+        super().closeEvent(event)
+
+    def _read_stdout(self) -> None:
+        if self.process is None:
+            return
+        self._stdout_buffer += bytes(self.process.readAllStandardOutput()).decode("utf-8", "replace")
+        *lines, self._stdout_buffer = self._stdout_buffer.split("\n")
+        for line in lines:
+            self.status.feed(line)
+        self._refresh()
+
+    def _read_stderr(self) -> None:
+        if self.process is None:
+            return
+        text = bytes(self.process.readAllStandardError()).decode("utf-8", "replace")
+        self.stderr_tail = (self.stderr_tail + text.splitlines())[-40:]
+
+    def _process_error(self, error: Any) -> None:
+        if error == QProcess.ProcessError.FailedToStart:
+            self.status.state = "failed"
+            self.status.message = (
+                f"could not start {sys.executable}: {self.process.errorString() if self.process else ''}"
+            )
+            self._process_finished(-1, None)
+
+    def _process_finished(self, exit_code: int, exit_status: Any) -> None:
+        from napari_fracto.widgets._common import show_error, show_info
+
+        if self.process is None:
+            return
+        self._read_stdout()
+        self._read_stderr()
+        if self._stdout_buffer:
+            self.status.feed(self._stdout_buffer)
+            self._stdout_buffer = ""
+        process, self.process = self.process, None
+        process.deleteLater()
+        if self.status.state not in ("finished", "stopped", "failed"):
+            if exit_code == 130:
+                self.status.state = "stopped"
+                self.status.message = "Stopped."
+            else:
+                self.status.state = "failed"
+                detail = next((ln for ln in reversed(self.stderr_tail) if ln.strip()), "")
+                self.status.message = f"Training ended unexpectedly (exit code {exit_code}). {detail}"
+        self.start_button.setEnabled(True)
+        self.stop_button.setEnabled(False)
+        self._refresh()
+        if self.status.state == "failed":
+            show_error(self.status.message)
+        elif self.status.message:
+            show_info(self.status.message)
+        self.finished.emit(self.status.state)
+
+    # -- display -------------------------------------------------------------------------------------
+
+    def _refresh(self) -> None:
+        s = self.status
+        if s.state == "evaluating":
+            self.progress_bar.setRange(0, max(s.eval_total, 1))
+            self.progress_bar.setValue(s.eval_done)
+        else:
+            self.progress_bar.setRange(0, max(s.total_steps, 1))
+            self.progress_bar.setValue(min(s.step, max(s.total_steps, 1)))
+        text = s.progress_text() if s.running else (s.message or s.state)
+        self.progress_label.setText(text)
+        self.loss_plot.set_data(s.losses, s.eval_losses)
+        rows = s.comparison_rows()
+        self.results_table.setRowCount(len(rows))
+        for r, (model, scores) in enumerate(rows):
+            label = model if model == "base" else f"adapter {s.name}".strip()
+            values = [label] + [
+                _fmt(scores.get(k)) for k in ("micro_f1", "set_precision", "parse_failure_rate")
+            ]
+            for c, value in enumerate(values):
+                self.results_table.setItem(r, c, QTableWidgetItem(value))
+
+
+def _fmt(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _row(*widgets: QWidget) -> QWidget:
+    box = QWidget()
+    lay = QHBoxLayout(box)
+    lay.setContentsMargins(0, 0, 0, 0)
+    for w in widgets:
+        lay.addWidget(w)
+    return box
+
+
+__all__ = ["LossPlot", "TrainWidget"]

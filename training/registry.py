@@ -1,0 +1,154 @@
+"""Fine-tuned adapters by name: a small JSON registry in the data directory, so Analyze can list them.
+
+`<data dir>/adapters.json` maps a name to the adapter folder, its base model, task and the evaluation of
+base vs adapter on the test split. Written atomically; an unreadable file is reported, never overwritten
+silently. Pure Python (no torch).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+REGISTRY_FILE = "adapters.json"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
+
+
+class RegistryError(ValueError):
+    """The adapter registry cannot do what was asked; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class AdapterEntry:
+    """One registered adapter. `evaluation` holds {"base": {...}, "adapter": {...}} test-split scores."""
+
+    name: str
+    path: str
+    base_model: str
+    task: str
+    created_at: str = ""
+    run_dir: str = ""
+    method: str = "lora"
+    vocabulary_version: str = ""
+    prompt_version: str = ""
+    evaluation: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def exists(self) -> bool:
+        return (Path(self.path) / "adapter_config.json").is_file()
+
+
+def registry_path() -> Path:
+    from napari_fracto.paths import data_dir
+
+    return data_dir() / REGISTRY_FILE
+
+
+def _read(path: Path) -> dict[str, dict[str, Any]]:
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RegistryError(
+            f"cannot read the adapter registry {path} ({exc}); fix or delete that file"
+        ) from None
+    if not isinstance(data, dict) or not isinstance(data.get("adapters", {}), dict):
+        raise RegistryError(f"{path} is not an adapter registry; fix or delete that file")
+    return data.get("adapters", {})
+
+
+def _write(path: Path, adapters: dict[str, dict[str, Any]]) -> None:
+    from napari_fracto.paths import atomic_write_text
+
+    atomic_write_text(path, json.dumps({"version": 1, "adapters": adapters}, indent=2) + "\n")
+
+
+def check_name(name: str) -> str:
+    if not _NAME.match(name or ""):
+        raise RegistryError(
+            f"adapter name {name!r} is not allowed: use 1-80 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def register_adapter(entry: AdapterEntry, *, overwrite: bool = True) -> AdapterEntry:
+    """Add (or replace) an adapter under its name; the folder must hold adapter_config.json."""
+    check_name(entry.name)
+    if not entry.exists:
+        raise RegistryError(f"{entry.path} holds no adapter_config.json: not a LoRA adapter folder")
+    path = registry_path()
+    adapters = _read(path)
+    if entry.name in adapters and not overwrite:
+        raise RegistryError(f"an adapter named {entry.name!r} is already registered; choose another name")
+    if not entry.created_at:
+        entry = AdapterEntry(
+            **{**asdict(entry), "created_at": datetime.now(UTC).isoformat(timespec="seconds")}
+        )
+    adapters[entry.name] = asdict(entry)
+    _write(path, adapters)
+    return entry
+
+
+def list_adapters(task: str | None = None, base_model: str | None = None) -> list[AdapterEntry]:
+    """Registered adapters whose folder still exists, newest first; filter by task and base model."""
+    try:
+        raw = _read(registry_path())
+    except RegistryError as exc:
+        log.warning("%s", exc)
+        return []
+    entries = []
+    for name, data in raw.items():
+        try:
+            entry = AdapterEntry(**{**data, "name": name})
+        except TypeError:
+            log.warning("Ignoring malformed registry entry %r in %s", name, registry_path())
+            continue
+        if not entry.exists:
+            continue
+        if task and entry.task != task:
+            continue
+        if base_model and Path(entry.base_model).name != Path(base_model).name:
+            continue
+        entries.append(entry)
+    return sorted(entries, key=lambda e: e.created_at, reverse=True)
+
+
+def get_adapter(name: str) -> AdapterEntry:
+    for entry in list_adapters():
+        if entry.name == name:
+            return entry
+    raise RegistryError(
+        f"no adapter named {name!r}; registered: {', '.join(e.name for e in list_adapters()) or 'none'}"
+    )
+
+
+def unregister_adapter(name: str) -> bool:
+    """Forget an adapter (its files stay); True if it was registered."""
+    path = registry_path()
+    adapters = _read(path)
+    if name not in adapters:
+        return False
+    del adapters[name]
+    _write(path, adapters)
+    return True
+
+
+def unique_name(stem: str) -> str:
+    """`stem`, or `stem-2`, `stem-3`, ... so a new run never replaces another's registration."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-._") or "adapter"
+    taken = set(_read(registry_path()))
+    if stem not in taken:
+        return stem[:80]
+    n = 2
+    while f"{stem}-{n}" in taken:
+        n += 1
+    return f"{stem}-{n}"[:80]
