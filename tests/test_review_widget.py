@@ -164,6 +164,27 @@ def test_resume_after_restart_continues_at_next_unreviewed(make_napari_viewer, q
     assert len(w2.session.rows) == 3
 
 
+def test_folder_without_predictions_draw_and_save(make_napari_viewer, qtbot, tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(2):
+        Image.fromarray(np.full((30, 40), 50 * i, np.uint8)).save(folder / f"s{i}.png")
+    viewer, w = _widget(make_napari_viewer, qtbot, tmp_path / "ds")
+    w.task_combo.setCurrentText("fracture")
+    assert w.open_source(folder)
+    assert len(w.shapes_layer.data) == 0
+    w.label_combo.setCurrentText(LABELS[3])
+    w.shapes_layer.add_rectangles(np.array([[1.0, 2.0], [11.0, 22.0]]))
+    qtbot.waitUntil(lambda: len(w.session.rows) == 1)
+    assert w.session.rows[0].label == LABELS[3]
+    _press(viewer, qtbot, Qt.Key.Key_W)
+    record = w.dataset.latest_review(w.queue.current.image_id)
+    assert [(f.label, f.box) for f in record.corrected] == [(LABELS[3], Box(2, 1, 22, 11))]
+    assert record.predicted == ()
+
+
 def test_errors_are_notifications_not_crashes(make_napari_viewer, qtbot, tmp_path):
     viewer = make_napari_viewer()
     w = ReviewWidget(viewer)

@@ -430,10 +430,22 @@ class ReviewWidget(QWidget):
         label = self.label_combo.currentText()
         if layer is None or not label:
             return
+        if not len(layer.data):
+            self._typed_empty_features(layer)
         defaults = layer.feature_defaults.iloc[0].to_dict() if len(layer.feature_defaults) else {}
         defaults.update({"label": label, "finding_id": NEW_SHAPE, "mark": "[added] ", "score": ""})
         layer.feature_defaults = defaults
         layer.current_edge_color = label_colour(label, self._vocab)
+
+    @staticmethod
+    def _typed_empty_features(layer: Any) -> None:
+        """Zero shapes give float columns; text columns must hold text for new shapes' labels."""
+        import pandas as pd
+
+        numeric = {"confidence": "float64", "finding_id": "int64"}
+        layer.features = pd.DataFrame(
+            {c: pd.Series([], dtype=numeric.get(c, object)) for c in layer.features.columns}
+        )
 
     def _on_label_choice(self, _label: str) -> None:
         self._set_new_shape_defaults()
