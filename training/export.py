@@ -113,7 +113,7 @@ def export_for_vllm(
     tensors, dropped = {}, 0
     with safe_open(str(weights), framework="pt") as fh:
         metadata = fh.metadata()
-        for key in fh:
+        for key in fh.keys():  # noqa: SIM118 (safe_open is not iterable)
             if is_language_model_key(key):
                 tensors[key] = fh.get_tensor(key)
             else:
