@@ -51,9 +51,22 @@ def _results(tmp_path, n=3):
     return results
 
 
+def _canvas_widget(viewer):
+    """The viewer's Qt widget that receives key presses when the canvas has focus (found by Qt, not napari
+    privates): the widget holding the canvas inside the napari main window."""
+    from qtpy.QtWidgets import QApplication, QMainWindow, QWidget
+
+    windows = [w for w in QApplication.topLevelWidgets() if isinstance(w, QMainWindow)]
+    for window in windows:
+        for child in window.findChildren(QWidget):
+            if type(child).__name__ == "QtViewer" and getattr(child, "viewer", None) is viewer:
+                return child
+    raise AssertionError("no napari canvas widget found for this viewer")
+
+
 def _press(viewer, qtbot, key, modifier=Qt.KeyboardModifier.NoModifier):
     # Keys reach napari's keymap through the viewer's Qt widget, as when the canvas has focus.
-    qtbot.keyClick(viewer.window._qt_viewer, key, modifier)
+    qtbot.keyClick(_canvas_widget(viewer), key, modifier)
 
 
 def _widget(make_napari_viewer, qtbot, dataset_path):
