@@ -298,3 +298,82 @@ def test_process_killed_mid_save_leaves_every_completed_save(tmp_path):
 
         errors = [p for p in validate(ds) if p.severity == "error"]
         assert errors == []
+
+
+# --- schema v2: preprocessing and evidence of the prediction --------------------------------------
+
+EVIDENCE = {
+    "grid_ratio": 28.1,
+    "flags": ["Grid artifacts"],
+    "disagreements": ["the amplitude spectrum has a peak ..., but the model did not flag Grid artifacts"],
+}
+
+
+def test_review_keeps_the_predictions_preprocessing_and_evidence(ds):
+    image_id = ds.add_image(np.zeros((16, 20), dtype=np.float32))
+    prediction = _prediction([Finding("No obvious artifacts")], task="ptychography")
+    prediction.preprocessing = "cropped to the scanned region; phase ramp removed"
+    prediction.evidence = EVIDENCE
+    saved = ds.save_review(image_id, "ptychography", [Finding("Grid artifacts")], prediction=prediction)
+    assert saved.preprocessing == prediction.preprocessing
+    latest = ds.latest_review(image_id)
+    assert latest.preprocessing == "cropped to the scanned region; phase ramp removed"
+    assert latest.evidence == EVIDENCE
+    (item,) = ds.iter_items()
+    assert item.review.evidence["flags"] == ["Grid artifacts"]
+    # a review without a prediction has none
+    ds.save_review(image_id, "ptychography", [Finding("Grid artifacts")])
+    assert ds.latest_review(image_id).preprocessing == ""
+    assert ds.latest_review(image_id).evidence == {}
+
+
+def _make_v1(root) -> str:
+    """A dataset as napari-fracto wrote it before schema v2 (no preprocessing/evidence columns)."""
+    root.mkdir(parents=True)
+    conn = sqlite3.connect(root / "dataset.sqlite")
+    store_mod._create_v1(conn)
+    conn.execute("INSERT INTO schema_version VALUES (1, '0.1.0', '2025-06-01T00:00:00+00:00', '0.1.0')")
+    conn.execute("INSERT INTO meta VALUES ('name', 'v1 set')")
+    conn.execute(
+        "INSERT INTO images (image_id, kind, suffix, shape, dtype, height, width, added_at)"
+        " VALUES ('abc', 'npy', '.npy', '[4, 4]', 'float32', 4, 4, '2025-06-01T00:00:00+00:00')"
+    )
+    conn.execute(
+        "INSERT INTO reviews (image_id, task, status, corrected, reviewer, created_at)"
+        " VALUES ('abc', 'ptychography', 'reviewed', ?, 'ann', '2025-06-01T00:00:01+00:00')",
+        (json.dumps([{"label": "Blurring", "confidence": None, "box": None}]),),
+    )
+    conn.commit()
+    conn.close()
+    return "abc"
+
+
+def test_v1_dataset_gains_the_columns_and_keeps_its_reviews(tmp_path):
+    root = tmp_path / "v1"
+    image_id = _make_v1(root)
+    with Dataset.open(root) as ds:
+        assert ds.migrated_from == 1
+        assert ds.schema_version == 2
+        old = ds.latest_review(image_id)
+        assert old.labels == ["Blurring"]
+        assert old.reviewer == "ann"
+        assert (old.preprocessing, old.evidence) == ("", {})
+        prediction = _prediction([Finding("Blurring")], task="ptychography")
+        prediction.preprocessing = "phase unwrapped"
+        prediction.evidence = EVIDENCE
+        ds.save_review(image_id, "ptychography", [Finding("Blurring")], prediction=prediction)
+        assert [r.preprocessing for r in ds.history(image_id)] == ["", "phase unwrapped"]
+        # reviews stay append-only after the ALTER TABLE
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            ds._conn.execute("UPDATE reviews SET evidence = '{}'")
+    assert (root / "dataset.sqlite.v1.bak").is_file()
+
+
+def test_v0_dataset_migrates_through_v1_to_v2(tmp_path):
+    root = tmp_path / "old"
+    digest, _ = _make_v0(root)
+    with Dataset.open(root) as ds:
+        assert ds.migrated_from == 0
+        versions = [r[0] for r in ds._conn.execute("SELECT version FROM schema_version ORDER BY version")]
+        assert versions == [1, 2]
+        assert ds.latest_review(digest).evidence == {}

@@ -105,7 +105,7 @@ def _dumps(value: Any) -> str:
 _REVIEW_COLUMNS = (
     "review_id", "image_id", "task", "status", "corrected", "predicted", "decisions", "advice",
     "predicted_advice", "context", "raw_text", "backend", "model", "adapter", "prompt_version",
-    "vocabulary_version", "reviewer", "created_at", "notes",
+    "vocabulary_version", "reviewer", "created_at", "notes", "preprocessing", "evidence",
 )  # fmt: skip
 
 
@@ -151,6 +151,8 @@ def _review_from_row(row: Mapping[str, Any], prefix: str = "") -> ReviewRecord:
         reviewer=get("reviewer"),
         created_at=get("created_at"),
         notes=get("notes"),
+        preprocessing=get("preprocessing") or "",
+        evidence=json.loads(get("evidence") or "{}"),
     )
 
 
@@ -426,6 +428,8 @@ class Dataset:
             reviewer=reviewer or default_reviewer(),
             created_at=store.utc_now(),
             notes=notes,
+            preprocessing=prediction.preprocessing if prediction else "",
+            evidence=dict(prediction.evidence) if prediction else {},
         )
         with self._lock, store.transaction(self._conn):
             if self._conn.execute("SELECT 1 FROM images WHERE image_id = ?", (image_id,)).fetchone() is None:
@@ -452,6 +456,8 @@ class Dataset:
                     record.reviewer,
                     record.created_at,
                     record.notes,
+                    record.preprocessing,
+                    _dumps(record.evidence),
                 ),
             )
             self._conn.execute(

@@ -66,6 +66,7 @@ class ReviewRecord:
 
     `predicted` are the model's findings (pixel boxes), `decisions` says per predicted finding whether the
     reviewer accepted, rejected or edited it, `corrected` is the answer the model should have given.
+    `preprocessing` and `evidence` come from the prediction (ptychography display options, measures).
     """
 
     image_id: str
@@ -87,6 +88,9 @@ class ReviewRecord:
     created_at: str = ""
     notes: str = ""
     review_id: int | None = None
+    # what was done to the image before the model saw it, and the evidence measured on it (schema v2)
+    preprocessing: str = ""
+    evidence: dict[str, Any] = field(default_factory=dict, hash=False)
 
     @property
     def labels(self) -> list[str]:

@@ -155,6 +155,12 @@ def _migrate_0_to_1(conn: sqlite3.Connection) -> None:
     conn.execute("DROP TABLE images_v0")
 
 
+def _migrate_1_to_2(conn: sqlite3.Connection) -> None:
+    """Reviews keep what was done to the image before the model saw it, and the evidence measured on it."""
+    conn.execute("ALTER TABLE reviews ADD COLUMN preprocessing TEXT NOT NULL DEFAULT ''")
+    conn.execute("ALTER TABLE reviews ADD COLUMN evidence TEXT NOT NULL DEFAULT '{}'")
+
+
 @dataclass(frozen=True)
 class Migration:
     to_version: int
@@ -162,7 +168,10 @@ class Migration:
     apply: Callable[[sqlite3.Connection], None]
 
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "0.1.0", _migrate_0_to_1),)
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "0.1.0", _migrate_0_to_1),
+    Migration(2, "0.1.0", _migrate_1_to_2),
+)
 SCHEMA_VERSION = MIGRATIONS[-1].to_version
 
 
@@ -192,8 +201,10 @@ def initialise(conn: sqlite3.Connection, name: str) -> None:
     with transaction(conn):
         if schema_version(conn) is not None:
             raise DatasetError("this folder already holds a dataset: open it with Dataset.open")
-        _create_v1(conn)
+        _create_v1(conn)  # v1 then the additive migrations: one code path for new and upgraded datasets
         for migration in MIGRATIONS:
+            if migration.to_version > 1:
+                migration.apply(conn)
             _record_version(conn, migration)
         conn.executemany(
             "INSERT INTO meta (key, value) VALUES (?, ?)",
