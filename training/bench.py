@@ -1,0 +1,256 @@
+"""Throughput and peak GPU memory of the training recipe on real-size Qwen3-VL architectures.
+
+Nothing can be downloaded where this runs, and speed and memory do not depend on the weights, so the model
+is built from the published config values of Qwen3-VL-2B/4B-Instruct with random weights, saved, and
+loaded through the same `train.load_model` / `prepare_model` / Trainer path a real run uses (QLoRA
+included). The tokenizer is the offline tiny one; its token ids are mapped into the config.
+
+    python -m napari_fracto.training.bench [--sizes 2B 4B] [--methods lora qlora] [--steps 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+# Published config.json values of Qwen/Qwen3-VL-{2B,4B}-Instruct (both tie their word embeddings).
+_VISION = {
+    "depth": 24,
+    "hidden_size": 1024,
+    "intermediate_size": 4096,
+    "num_heads": 16,
+    "patch_size": 16,
+    "spatial_merge_size": 2,
+    "temporal_patch_size": 2,
+    "num_position_embeddings": 2304,
+    "deepstack_visual_indexes": [5, 11, 17],
+    "hidden_act": "gelu_pytorch_tanh",
+    "in_channels": 3,
+}
+_TEXT = {
+    "vocab_size": 151936,
+    "head_dim": 128,
+    "num_key_value_heads": 8,
+    "hidden_act": "silu",
+    "max_position_embeddings": 262144,
+    "rms_norm_eps": 1e-6,
+    "attention_bias": False,
+    "rope_parameters": {
+        "rope_type": "default",
+        "rope_theta": 5_000_000.0,
+        "mrope_interleaved": True,
+        "mrope_section": [24, 20, 20],
+    },
+}
+PUBLISHED = {
+    "2B": {
+        "hidden_size": 2048,
+        "intermediate_size": 6144,
+        "num_hidden_layers": 28,
+        "num_attention_heads": 16,
+    },
+    "4B": {
+        "hidden_size": 2560,
+        "intermediate_size": 9728,
+        "num_hidden_layers": 36,
+        "num_attention_heads": 32,
+    },
+}
+
+
+def real_size_config(size: str, tokenizer: Any) -> Any:
+    """The Qwen3VLConfig of the published model `size` ("2B"/"4B"), with `tokenizer`'s special-token ids."""
+    from transformers import Qwen3VLConfig
+
+    ids = tokenizer.convert_tokens_to_ids
+    text = {
+        **_TEXT,
+        **PUBLISHED[size],
+        "tie_word_embeddings": True,
+        "dtype": "bfloat16",
+        "bos_token_id": ids("<|endoftext|>"),
+        "eos_token_id": ids("<|im_end|>"),
+        "pad_token_id": ids("<|endoftext|>"),
+    }
+    vision = {**_VISION, "out_hidden_size": PUBLISHED[size]["hidden_size"]}
+    return Qwen3VLConfig(
+        text_config=text,
+        vision_config=vision,
+        image_token_id=ids("<|image_pad|>"),
+        video_token_id=ids("<|video_pad|>"),
+        vision_start_token_id=ids("<|vision_start|>"),
+        vision_end_token_id=ids("<|vision_end|>"),
+        tie_word_embeddings=True,
+    )
+
+
+def build_model_dir(size: str, out: Path) -> Path:
+    """A model directory with random real-size weights (bf16) and the tiny tokenizer/processor files."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoTokenizer
+
+    from napari_fracto.testing.tiny_vlm import build_tiny_vlm
+
+    tiny = build_tiny_vlm(out / "tiny")
+    tokenizer = AutoTokenizer.from_pretrained(tiny)
+    config = real_size_config(size, tokenizer)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    with torch.device(device):
+        model = AutoModelForImageTextToText.from_config(config, dtype=torch.bfloat16)
+    target = out / f"Qwen3-VL-{size}-random"
+    model.save_pretrained(target, safe_serialization=True)
+    del model
+    for file in tiny.iterdir():
+        if file.is_file() and not file.name.endswith(".safetensors") and file.name != "config.json":
+            shutil.copy2(file, target / file.name)
+    return target
+
+
+def _examples(n: int, side: int, seed: int = 0) -> list[dict[str, Any]]:
+    import numpy as np
+    from PIL import Image
+
+    from napari_fracto.findings import Box, Finding
+    from napari_fracto.prompts import build_request, format_answer
+    from napari_fracto.vocabulary import load_vocabulary
+
+    vocab = load_vocabulary("fracture")
+    request = build_request(vocab, None)
+    answer = format_answer(
+        [Finding("cleavage facets", 0.9, Box(100, 200, 600, 700)), Finding("river patterns")]
+    )
+    messages = [
+        {
+            "role": t.role,
+            "content": [{"type": "image"} if p is None else {"type": "text", "text": p} for p in t.parts],
+        }
+        for t in request.turns
+    ] + [{"role": "assistant", "content": [{"type": "text", "text": answer}]}]
+    rng = np.random.default_rng(seed)
+    return [
+        {"messages": messages, "image": Image.fromarray((rng.random((side, side, 3)) * 255).astype(np.uint8))}
+        for _ in range(n)
+    ]
+
+
+def measure(
+    model_dir: Path,
+    method: str,
+    *,
+    steps: int = 10,
+    warmup: int = 2,
+    batch_size: int = 1,
+    max_image_tokens: int = 768,
+    image_side: int = 896,
+) -> dict[str, Any]:
+    """Samples/s (after warm-up) and peak GPU memory for `steps` LoRA/QLoRA optimiser steps."""
+    import torch
+    from transformers import Trainer, TrainerCallback
+
+    from napari_fracto.training.collate import VLMCollator
+    from napari_fracto.training.config import make_config
+    from napari_fracto.training.runfolder import RunFolder
+    from napari_fracto.training.train import load_model, prepare_model, training_arguments
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    config = make_config(
+        dataset="-",
+        base_model=str(model_dir),
+        method=method,
+        device=device,
+        batch_size=batch_size,
+        grad_accum=1,
+        max_steps=warmup + steps,
+        max_image_tokens=max_image_tokens,
+        warmup_ratio=0.0,
+        eval_each_epoch=False,
+    )
+    if device == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    model, processor = load_model(config, device)
+    model = prepare_model(model, config)
+    times: list[float] = []
+    losses: list[float] = []
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if device == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter())
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                losses.append(float(logs["loss"]))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        args = training_arguments(config, RunFolder(Path(tmp)), device, has_eval=False)
+        args.save_strategy = "no"
+        trainer = Trainer(
+            model=model,
+            args=args,
+            train_dataset=_examples(batch_size * (warmup + steps), image_side),
+            data_collator=VLMCollator(processor),
+            callbacks=[Clock()],
+        )
+        sample = VLMCollator(processor)(_examples(1, image_side))
+        trainer.train()
+    timed = times[warmup - 1 :] if warmup > 0 else times
+    seconds = timed[-1] - timed[0]
+    peak = torch.cuda.max_memory_allocated() / 1e9 if device == "cuda" else None
+    trainable, total = model.get_nb_trainable_parameters()
+    result = {
+        "model": model_dir.name,
+        "method": method,
+        "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+        "steps_timed": len(timed) - 1,
+        "batch_size": batch_size,
+        "tokens_per_sample": int(sample["input_ids"].shape[1]),
+        "image_tokens": int((sample["input_ids"] == model.config.image_token_id).sum()),
+        "samples_per_s": round(batch_size * (len(timed) - 1) / seconds, 3) if seconds > 0 else None,
+        "peak_gb": round(peak, 2) if peak is not None else None,
+        "trainable_params": trainable,
+        "total_params": total,
+        "final_loss": losses[-1] if losses else None,
+    }
+    del trainer, model
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sizes", nargs="+", default=["2B", "4B"], choices=sorted(PUBLISHED))
+    parser.add_argument("--methods", nargs="+", default=["lora", "qlora"], choices=["lora", "qlora"])
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--dir", type=Path, help="where to write the random models (default: a temp folder)")
+    args = parser.parse_args(argv)
+    from napari_fracto.training.config import KNOWN_BASES, estimate_memory_gb
+
+    root = args.dir or Path(tempfile.mkdtemp(prefix="bench-train-"))
+    for size in args.sizes:
+        model_dir = build_model_dir(size, root / size)
+        for method in args.methods:
+            try:
+                result = measure(model_dir, method, steps=args.steps, batch_size=args.batch_size)
+            except Exception as exc:  # report and go on (e.g. no bitsandbytes for QLoRA)
+                result = {"model": model_dir.name, "method": method, "error": f"{type(exc).__name__}: {exc}"}
+            result["estimated_gb"] = round(
+                estimate_memory_gb(KNOWN_BASES[size], method, batch_size=args.batch_size), 2
+            )
+            print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
