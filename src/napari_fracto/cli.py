@@ -204,7 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Sub-command modules with an `add_parser(subparsers)` that sets `handler`; imported cheaply (argparse only).
-EXTRA_COMMANDS: list[str] = ["napari_fracto.dataset.cli", "napari_fracto.evaluation.cli"]
+EXTRA_COMMANDS: list[str] = [
+    "napari_fracto.dataset.cli",
+    "napari_fracto.evaluation.cli",
+    "napari_fracto.training.cli",
+]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
