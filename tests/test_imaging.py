@@ -227,3 +227,14 @@ def test_crop_clips_to_the_image():
     assert crop(img, Box(-5, -5, 3.2, 20)).shape == (10, 4)
     with pytest.raises(ImageError, match="does not overlap"):
         crop(img, Box(20, 20, 30, 30))
+
+
+def test_large_rgb_image_is_block_averaged_to_the_budget():
+    """An RGB picture (e.g. a PNG contact sheet) larger than the budget shrinks without losing its colour."""
+    rgb = np.zeros((1442, 1488, 3), dtype=np.uint8)
+    rgb[..., 0] = 200  # red everywhere
+    image = prepare_model_image(rgb, 64)
+    pixels = np.asarray(image)
+    assert pixels.shape[0] * pixels.shape[1] <= 64 * 32 * 32
+    assert pixels[..., 0].mean() > 150
+    assert pixels[..., 1].max() < 30

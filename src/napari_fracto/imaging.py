@@ -178,7 +178,7 @@ def block_mean(array: Any, factor: int, *, complex_part: ComplexPart = "phase") 
             )
         with np.errstate(invalid="ignore", divide="ignore"):
             block = sums / counts
-        block[counts == 0] = np.nan
+        block[np.broadcast_to(counts == 0, block.shape)] = np.nan
         o0 = r0 // factor
         out[o0 : o0 + block.shape[0]] = block
     if keep_complex:
