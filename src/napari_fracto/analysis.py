@@ -12,16 +12,20 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from napari_fracto.backends.base import CancelledError
-from napari_fracto.findings import AnalysisContext, AnalysisResult, Finding
+from napari_fracto.findings import AnalysisContext, AnalysisResult, Box, Finding
 
 if TYPE_CHECKING:
     import numpy as np
 
     from napari_fracto.backends.base import Backend
     from napari_fracto.prompts import Example
+    from napari_fracto.ptycho.display import DisplayOptions
+    from napari_fracto.ptycho.prepare import ScanGeometry
     from napari_fracto.vocabulary import Vocabulary
 
 ADVICE_VOCABULARY = {"ptychography": "ptychography-advice"}
+# Tasks whose images get quantitative evidence beside the model's verdict by default.
+EVIDENCE_TASKS = {"ptychography"}
 
 
 def analyze_array(
@@ -37,6 +41,10 @@ def analyze_array(
     complex_part: str = "phase",
     examples: Sequence[Example] | Callable[[np.ndarray], Sequence[Example]] = (),
     advice: bool = False,
+    display: DisplayOptions | None = None,
+    geometry: ScanGeometry | None = None,
+    evidence: bool | None = None,
+    recon_settings: str = "",
     cancel: threading.Event | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> AnalysisResult:
@@ -46,15 +54,26 @@ def analyze_array(
     large SEM image survive the image-token budget; boxes from each tile are mapped back to the image.
     `examples` are solved in-context examples, or a function choosing them for this image (see
     `icl.ExampleSelector`, which never picks the query itself).
+
+    Ptychography: `display` (ramp removal, unwrapping, cropping to the scan in `geometry`) changes the
+    image sent and is recorded in `preprocessing`; boxes still come back in pixels of `array`. `evidence`
+    (default: on for the ptychography task) measures the image as sent and compares it with the model's
+    labels. `recon_settings` (free text) goes in the prompt and, for the record, in `evidence`.
     """
-    from napari_fracto import geometry, imaging, parsing, prompts
+    from napari_fracto import geometry as geo
+    from napari_fracto import imaging, parsing, prompts
+    from napari_fracto.ptycho.prepare import evidence_record, prepare_image
     from napari_fracto.vocabulary import load_vocabulary
 
     vocab = load_vocabulary(task) if isinstance(task, str) else task
     advice_vocab = _advice_vocabulary(vocab.task) if advice else None
     context = context or AnalysisContext()
     plane = imaging.as_plane(array)  # validates: a stack or an empty array never reaches the model
+    prepared = prepare_image(plane, display, geometry)
+    plane = prepared.image
+    row0, col0 = prepared.offset
     height, width = plane.shape[:2]
+    recon_settings = recon_settings.strip()
     regions = _regions(width, height, tiles)
     if callable(examples):
         examples = examples(plane)
@@ -84,6 +103,7 @@ def analyze_array(
             examples=examples,
             max_new_tokens=max_new_tokens,
             advice_vocab=advice_vocab,
+            recon_settings=recon_settings,
         )
         request.json_schema = prompts.response_schema(vocab, advice_vocab=advice_vocab)
         request.cancel = cancel
@@ -97,18 +117,27 @@ def analyze_array(
         for finding in parsed.findings:
             box = None
             if finding.box is not None:
-                box = geometry.grid_to_pixels(finding.box, region, width, height)
+                box = geo.grid_to_pixels(finding.box, region, width, height)
                 if box is None:
                     problems.append(f"dropped an empty or out-of-image box for '{finding.label}'")
+                elif row0 or col0:  # back onto the pixels of the uncropped image
+                    box = Box(box.x1 + col0, box.y1 + row0, box.x2 + col0, box.y2 + row0)
             findings.append(Finding(finding.label, finding.confidence, box))
         if progress is not None:
             progress(index + 1, len(regions))
 
     if not texts:
         raise imaging.ImageError("no part of the image could be shown to the model: " + "; ".join(problems))
+    findings = _dedupe(findings)
+    measured: dict[str, Any] = {}
+    if evidence if evidence is not None else vocab.task in EVIDENCE_TASKS:
+        labels = list(dict.fromkeys(f.label for f in findings)) if parse_ok else None
+        measured = evidence_record(prepared.evidence_input, geometry, labels)
+    if recon_settings:
+        measured["reconstruction_settings"] = recon_settings
     return AnalysisResult(
         task=vocab.task,
-        findings=_dedupe(findings),
+        findings=findings,
         raw_text="\n\n".join(texts),
         backend=backend.name,
         model=backend.model,
@@ -123,6 +152,8 @@ def analyze_array(
         advice=list(dict.fromkeys(advice_out)),
         parse_ok=parse_ok,
         problems=problems,
+        preprocessing=prepared.preprocessing,
+        evidence=measured,
     )
 
 

@@ -129,10 +129,17 @@ def context_text(context: AnalysisContext | None) -> str:
     return "Sample information:\n" + "\n".join(lines) if lines else ""
 
 
-def user_text(context: AnalysisContext | None = None) -> str:
-    """The instruction that goes with each image (identical for examples and the query)."""
+def user_text(context: AnalysisContext | None = None, recon_settings: str = "") -> str:
+    """The instruction that goes with each image (identical for examples and the query).
+
+    `recon_settings` (ptychography: how the reconstruction was made, free text) is inserted only when
+    given, like the context, so the prompt without it is unchanged.
+    """
     text = "Which of the listed labels apply to this image? Answer with JSON in the given form."
-    extra = context_text(context)
+    blocks = [context_text(context)]
+    if recon_settings and recon_settings.strip():
+        blocks.append("Reconstruction settings:\n" + recon_settings.strip())
+    extra = "\n\n".join(b for b in blocks if b)
     return f"{extra}\n\n{text}" if extra else text
 
 
@@ -145,13 +152,17 @@ def build_request(
     max_new_tokens: int = 512,
     localise: bool = True,
     advice_vocab: Vocabulary | None = None,
+    recon_settings: str = "",
 ) -> VLMRequest:
-    """The chat request for one image: system turn, in-context examples as user/assistant turns, query."""
+    """The chat request for one image: system turn, in-context examples as user/assistant turns, query.
+
+    `recon_settings` belong to the query image only (examples carry their own context, not these).
+    """
     turns = [Turn("system", [system_prompt(vocab, localise=localise, advice_vocab=advice_vocab)])]
     for example in examples:
         turns.append(Turn("user", [example.image, user_text(example.context)]))
         turns.append(Turn("assistant", [example.answer_text]))
-    turns.append(Turn("user", [image, user_text(context)]))
+    turns.append(Turn("user", [image, user_text(context, recon_settings)]))
     return VLMRequest(
         turns=turns,
         max_new_tokens=max_new_tokens,

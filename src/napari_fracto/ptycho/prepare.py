@@ -1,0 +1,195 @@
+"""A ptychography image made ready for the model: display options applied, evidence measured beside it.
+
+The Analyze widget, the CLI and the batch share these, so an image is prepared the same way wherever it
+is analysed. `ScanGeometry` is where the probe went, in pixels of the object array; it comes from a
+product file (`from_product`) or from the scan-position Points layer napari shows (`from_world_points`).
+Pure numpy: no Qt, no torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from napari_fracto.ptycho.display import DisplayOptions
+
+if TYPE_CHECKING:
+    from napari_fracto.io.ptycho import PtychoProduct
+
+
+@dataclass(frozen=True)
+class ScanGeometry:
+    """Probe centres as (row, column) object pixels, the probe's (h, w) in object pixels, the scan step."""
+
+    positions_px: np.ndarray | None = None
+    probe_shape: tuple[int, int] | None = None
+    scan_step_px: float | None = None
+
+    @property
+    def can_crop(self) -> bool:
+        return self.positions_px is not None and len(self.positions_px) > 0 and self.probe_shape is not None
+
+    @classmethod
+    def from_product(cls, product: PtychoProduct) -> ScanGeometry:
+        """The geometry stored in a reconstruction file (positions in metres or pixels, probe size)."""
+        from napari_fracto.io.ptycho import PtychoFormatError
+
+        positions = None
+        try:
+            xy = product.positions_in_pixels()
+        except PtychoFormatError:
+            xy = None  # metres without a pixel size: cannot be placed on the object
+        if xy is not None and len(xy):
+            positions = np.ascontiguousarray(xy[:, ::-1])  # (x, y) -> (row, col)
+        probe_shape = None
+        if product.probe is not None and product.probe.size:
+            ph, pw = product.probe.shape[-2:]
+            if product.pixel_size_m and product.probe_pixel_size_m:
+                (dx, dy), (pdx, pdy) = product.pixel_size_m, product.probe_pixel_size_m
+                ph, pw = ph * pdy / dy, pw * pdx / dx
+            probe_shape = (max(round(ph), 1), max(round(pw), 1))
+        step = product.metadata.get("scan_step_px")
+        return cls(positions, probe_shape, float(step) if isinstance(step, int | float) else None)
+
+    @classmethod
+    def from_world_points(
+        cls,
+        points_world: np.ndarray | None,
+        image_scale: Iterable[float],
+        image_translate: Iterable[float],
+        probe_extent_world: tuple[float, float] | None = None,
+        scan_step_px: float | None = None,
+    ) -> ScanGeometry:
+        """Geometry from napari: scan points and probe extent in world units, mapped onto the image's pixels.
+
+        `points_world` are (row, col) world coordinates; a pixel's centre sits at its index, so the pixel
+        coordinate is (world - translate) / scale on the image's last two axes.
+        """
+        scale = np.asarray(tuple(image_scale), dtype=np.float64)[-2:]
+        translate = np.asarray(tuple(image_translate), dtype=np.float64)[-2:]
+        positions = None
+        if points_world is not None and len(points_world):
+            pts = np.asarray(points_world, dtype=np.float64)[:, -2:]
+            positions = (pts - translate) / scale
+        probe_shape = None
+        if probe_extent_world is not None:
+            h, w = (np.asarray(probe_extent_world, dtype=np.float64) / scale).tolist()
+            probe_shape = (max(round(h), 1), max(round(w), 1))
+        return cls(positions, probe_shape, scan_step_px)
+
+
+@dataclass
+class Prepared:
+    """The plane to send (real or complex), its offset in the original array, and what was done in words."""
+
+    image: np.ndarray
+    offset: tuple[int, int]  # (row, col) of the image's top-left pixel in the original array
+    preprocessing: str
+    evidence_input: np.ndarray  # complex object (or real phase) as shown, for measure_evidence
+
+
+def prepare_image(
+    plane: np.ndarray, options: DisplayOptions | None, geometry: ScanGeometry | None = None
+) -> Prepared:
+    """Apply `options` (None: nothing) to a 2-D complex object or real phase image.
+
+    A complex input stays complex (phase as shown, amplitude cropped) so either part can be sent; a real
+    input is taken as phase. Raises ValueError with a message naming the options when the image is not
+    one plane of phase or object (RGB, say).
+    """
+    arr = np.asarray(plane)
+    if options is None:
+        return Prepared(arr, (0, 0), "", arr)
+    if arr.ndim != 2:
+        raise ValueError(
+            f"The ptychography display options (remove ramp, unwrap, crop) need one 2-D phase or complex "
+            f"object plane, got shape {arr.shape}; switch them off for this image."
+        )
+    geometry = geometry or ScanGeometry()
+    positions = geometry.positions_px if geometry.can_crop else None
+    shown = options.apply(arr, positions, geometry.probe_shape if positions is not None else None)
+    offset = (0, 0)
+    if options.crop and shown.region is not None:
+        offset = (int(shown.region[0].start), int(shown.region[1].start))
+    if np.iscomplexobj(arr):
+        image = shown.amplitude * np.exp(1j * shown.phase.astype(np.float64))
+        image = image.astype(np.complex64)
+    else:
+        image = shown.phase
+    done = options.describe()
+    if shown.notes:
+        done += ". Done: " + "; ".join(shown.notes)  # the measured crop and ramp, for the reviewer
+    return Prepared(image, offset, done, image)
+
+
+def evidence_record(
+    image: np.ndarray,
+    geometry: ScanGeometry | None,
+    model_labels: Iterable[str] | None,
+) -> dict[str, Any]:
+    """`measure_evidence(...).to_dict()` plus `disagreements` with the model's labels (None: not compared).
+
+    Never raises for a bad image: the record then says why no evidence was measured (`unavailable`).
+    """
+    from napari_fracto.ptycho.evidence import compare_with_model, measure_evidence
+
+    geometry = geometry or ScanGeometry()
+    arr = np.asarray(image)
+    if arr.dtype.kind not in "fc":
+        return {
+            "unavailable": f"no evidence measured: the image is {arr.dtype} (a rendered picture?); the "
+            "measures need phase in radians or a complex object (.npz/.h5/.cxi/.npy, float TIFF)"
+        }
+    try:
+        evidence = measure_evidence(
+            arr, scan_step_px=geometry.scan_step_px, positions_px=geometry.positions_px
+        )
+    except ValueError as exc:
+        return {"unavailable": f"no evidence measured: {exc}"}
+    record = evidence.to_dict()
+    if model_labels is not None:  # an unreadable answer is not compared: it would "disagree" with everything
+        record["disagreements"] = compare_with_model(evidence, list(model_labels))
+    return record
+
+
+def evidence_lines(record: dict[str, Any]) -> list[str]:
+    """The evidence as short 'measure: value (threshold)' lines for a panel; flagged ones marked."""
+    if not record:
+        return []
+    if "unavailable" in record:
+        return [str(record["unavailable"])]
+    from napari_fracto.ptycho.evidence import GRID, LOW_CONTRAST, NOISY, RAMP, SINGULARITY
+
+    t = record.get("thresholds", {})
+    flags = set(record.get("flags", ()))
+    grid_threshold = t.get("grid_ratio_searched" if record.get("step_source") == "searched" else "grid_ratio")
+    if record.get("grid_period_px") is None:
+        grid = "grid peak: not checked (no scan step)"
+    else:
+        grid = (
+            f"grid peak at {record['grid_period_px']:.3g} px: {record['grid_ratio']:.1f}x background "
+            f"({record.get('grid_component', 'phase')}; flag from {grid_threshold:.0f}x)"
+        )
+    rows = [
+        (GRID, grid),
+        (
+            RAMP,
+            f"phase ramp: {record['ramp_across_field_rad']:.2f} rad across the field "
+            f"(flag from {t.get('ramp_across_field_rad', float('nan')):.2f})",
+        ),
+        (NOISY, f"noise: {record['noise_rad']:.4f} rad (flag from {t.get('noise_rad', float('nan')):.3f})"),
+        (
+            LOW_CONTRAST,
+            f"contrast: {record['contrast_rad']:.2f} rad (flag at {t.get('contrast_rad', float('nan')):.2f} "
+            "or less)",
+        ),
+        (
+            SINGULARITY,
+            f"phase residues: {100 * record['residue_fraction']:.2f} % "
+            f"(flag from {100 * t.get('residue_fraction', float('nan')):.2f} %)",
+        ),
+    ]
+    return [f"{'⚑ ' if label in flags else ''}{text}" for label, text in rows]
