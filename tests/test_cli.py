@@ -192,3 +192,94 @@ def test_in_context_examples_come_from_the_dataset_and_never_the_query_itself(tm
         distances = [np.abs(pixels.astype(int) - a.astype(int)).mean() for a in stored]
         assert int(np.argmin(distances)) != 0
         assert min(distances) < 5  # it is one of the stored training images
+
+
+# --- ptychography: display flags, evidence, reconstruction settings -------------------------------
+
+
+def _padded_grid_npz(path: Path, pad: int = 40) -> Path:
+    """The shipped raster-grid sample with unlit borders, as a PtychoPINN-style .npz with positions."""
+    from importlib.resources import files
+
+    with np.load(files("napari_fracto") / "sample_files" / "g_raster_grid.npz") as npz:
+        np.savez(
+            path,
+            objectGuess=np.pad(npz["objectGuess"], pad, constant_values=1.0 + 0j),
+            probeGuess=npz["probeGuess"],
+            xcoords=npz["xcoords"] + pad,
+            ycoords=npz["ycoords"] + pad,
+        )
+    return path
+
+
+def _user_texts(request) -> list[str]:
+    """The text parts of the request's last user message (the query)."""
+    message = [m for m in request.body["messages"] if m["role"] == "user"][-1]
+    return [part["text"] for part in message["content"] if part.get("type") == "text"]
+
+
+def test_ptychography_flags_crop_remove_the_ramp_and_record_evidence(tmp_path, capsys):
+    product = _padded_grid_npz(tmp_path / "grid.npz")
+    (tmp_path / "recon.txt").write_text("LSQML, 40 epochs, raster scan, no position correction\n")
+    out = tmp_path / "out.jsonl"
+    answer = json.dumps(
+        {
+            "labels": [{"label": "No obvious artifacts", "bbox_2d": [0, 0, 1000, 1000]}],
+            "advice": ["No changes needed"],
+        }
+    )
+    with FakeOpenAIServer(answer=answer) as server:
+        code = main(
+            ["analyze", str(product), "--task", "ptychography", "--backend", "openai",
+             "--base-url", server.base_url, "--model", server.script.models[0], "--out", str(out),
+             "--remove-ramp", "--crop-scanned", "--advice", "--recon-settings", f"@{tmp_path / 'recon.txt'}"]
+        )  # fmt: skip
+        (request,) = [r for r in server.requests if r.path.endswith("/chat/completions")]
+    assert code == 0, capsys.readouterr().err
+    (record,) = _records(out)
+    assert record["source"] == str(product)  # the file itself: a review opens the whole object from it
+    assert record["image_shape"] == [224, 224]
+    assert record["preprocessing"].startswith("cropped to the scanned region; phase ramp removed")
+    assert "cropped to rows 39:185, columns 39:185" in record["preprocessing"]
+    # the box covers the crop the model saw, on the pixels of the file
+    assert record["findings"][0]["box"] == [39.0, 39.0, 185.0, 185.0]
+    assert Image.open(io.BytesIO(request.images()[0])).size == (160, 160)  # 146 px crop, not 224 px
+    assert record["evidence"]["flags"] == ["Grid artifacts"]
+    assert record["evidence"]["scan_step_px"] == pytest.approx(8.0)  # from the positions in the file
+    assert record["evidence"]["disagreements"][0].endswith("but the model did not flag Grid artifacts")
+    assert (
+        record["evidence"]["reconstruction_settings"]
+        == "LSQML, 40 epochs, raster scan, no position correction"
+    )
+    assert any("Reconstruction settings:\nLSQML, 40 epochs" in t for t in _user_texts(request))
+    assert record["advice"] == ["No changes needed"]
+
+
+def test_crop_without_scan_positions_analyses_whole_and_says_so(tmp_path, capsys):
+    obj = np.exp(1j * np.random.default_rng(0).random((64, 64))).astype(np.complex64)
+    np.save(tmp_path / "object.npy", obj)  # a bare complex object: no probe, no positions
+    out = tmp_path / "out.jsonl"
+    with FakeOpenAIServer(answer=ANSWER) as server:
+        code = main(
+            ["analyze", str(tmp_path / "object.npy"), "--task", "ptychography", "--backend", "openai",
+             "--base-url", server.base_url, "--model", server.script.models[0], "--out", str(out),
+             "--crop-scanned", "--no-evidence"]
+        )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 0, err
+    records = _records(out)
+    assert records
+    for record in records:
+        assert "not cropped: the file has no scan positions or probe" in record["preprocessing"]
+        assert record["evidence"] == {}
+    assert "not cropped, their files hold no scan positions" in err
+
+
+def test_missing_recon_settings_file_is_a_clear_error(tmp_path, capsys):
+    tifffile.imwrite(tmp_path / "a.tif", np.zeros((32, 32), dtype=np.float32))
+    code = main(
+        ["analyze", str(tmp_path / "a.tif"), "--task", "ptychography", "--backend", "openai",
+         "--base-url", "http://127.0.0.1:9/v1", "--model", "m", "--recon-settings", "@nowhere.txt"]
+    )  # fmt: skip
+    assert code == 2
+    assert "--recon-settings @nowhere.txt: no such file" in capsys.readouterr().err

@@ -1,5 +1,8 @@
 """Folders of images through one backend, several requests in flight, results written as they come.
 
+Ptychography products are read whole (object, probe, scan positions) so display options and evidence
+see the scan; other files are read as the napari viewer reads them.
+
 Each finished image is appended to the JSONL file at once (and flushed), so an interrupted batch keeps
 everything it finished; a file that cannot be read or analysed is reported and skipped.
 """
@@ -21,6 +24,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from napari_fracto.backends.base import Backend
+    from napari_fracto.ptycho.prepare import ScanGeometry
 
 IMAGE_SUFFIXES = {".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp", ".npy", ".npz", ".h5", ".hdf5", ".cxi"}
 CSV_COLUMNS = ["source", "label", "confidence", "x1", "y1", "x2", "y2", "backend", "model", "adapter"]
@@ -80,6 +84,41 @@ def load_analysis_images(path: Path, part: str = "phase") -> list[tuple[str, np.
     return images
 
 
+@dataclass
+class AnalysisInput:
+    """One image to analyse: its name for the record, the array, and (ptychography) the scan geometry."""
+
+    source: str
+    array: Any
+    geometry: ScanGeometry | None = None
+    complex_part: str | None = None
+
+
+def analysis_inputs(path: Path, part: str = "phase") -> list[AnalysisInput]:
+    """The images of a file with what the analysis needs besides pixels.
+
+    A ptychography product (Ptychodus .h5, CXI, .npz with objectGuess) is read whole: the complex object
+    (one input per slice of a multislice object, named `[plane i]` like other stacks) with its scan
+    positions and probe size, so display options can crop to the scan and evidence knows the scan step.
+    Any other file goes through `load_analysis_images`.
+    """
+    from napari_fracto.io.ptycho import PtychoFormatError, is_ptycho_file, read_product
+    from napari_fracto.io.readers import ReaderError
+    from napari_fracto.ptycho.prepare import ScanGeometry
+
+    if path.exists() and is_ptycho_file(path):
+        try:
+            product = read_product(path)
+        except PtychoFormatError as exc:
+            raise ReaderError(str(exc)) from exc
+        geometry = ScanGeometry.from_product(product)
+        obj = product.object
+        if obj.shape[0] == 1:
+            return [AnalysisInput(str(path), obj[0], geometry, part)]
+        return [AnalysisInput(f"{path} [plane {i}]", obj[i], geometry, part) for i in range(obj.shape[0])]
+    return [AnalysisInput(source, array) for source, array in load_analysis_images(path, part)]
+
+
 def run_batch(
     paths: Iterable[str | Path],
     *,
@@ -111,23 +150,28 @@ def run_batch(
 
     def work(path: Path) -> list[AnalysisResult]:
         results = []
-        for source, array in load_analysis_images(path, part):
+        for item in analysis_inputs(path, part):
             if cancel is not None and cancel.is_set():
                 break
+            options = dict(analyze_options)
+            if item.geometry is not None:
+                options["geometry"] = item.geometry
+            if item.complex_part is not None:
+                options["complex_part"] = item.complex_part
             try:
                 results.append(
                     analyze_array(
-                        array,
+                        item.array,
                         task=task,
                         backend=backend,
                         context=context,
-                        source=source,
+                        source=item.source,
                         cancel=cancel,
-                        **analyze_options,
+                        **options,
                     )
                 )
             except (ValueError, RuntimeError) as exc:  # one bad plane does not sink its file
-                fail(source, str(exc))
+                fail(item.source, str(exc))
         return results
 
     try:

@@ -86,6 +86,28 @@ def _add_analyze_parser(subparsers) -> None:
     p.add_argument("--tiles", type=int, default=1, help="split each image into N x N tiles")
     p.add_argument("--part", choices=["phase", "amplitude"], default="phase", help="for complex data")
     p.add_argument("--advice", action="store_true", help="ptychography: also ask for reconstruction advice")
+    ptycho = p.add_argument_group("ptychography (recorded as the result's 'preprocessing')")
+    ptycho.add_argument("--remove-ramp", action="store_true", help="remove the linear phase ramp first")
+    ptycho.add_argument("--unwrap", action="store_true", help="unwrap the phase first (thick objects)")
+    ptycho.add_argument(
+        "--crop-scanned",
+        action="store_true",
+        help="crop to the scanned region (needs scan positions in the file; boxes stay in file pixels)",
+    )
+    ptycho.add_argument(
+        "--recon-settings",
+        metavar="TEXT|@FILE",
+        default="",
+        help="how the reconstruction was made (engine, iterations, probe modes, ...), given to the model "
+        "for --advice; @path reads a text file",
+    )
+    ptycho.add_argument(
+        "--no-evidence",
+        dest="evidence",
+        action="store_false",
+        help="skip the quantitative evidence (grid peak, noise, ramp, contrast, residues) measured beside "
+        "the model's verdict",
+    )
     p.add_argument("--examples-from", type=Path, metavar="DATASET", help="corrections dataset for examples")
     p.add_argument("--shots", type=int, default=0, help="solved examples put in the prompt (in-context)")
     p.add_argument(
@@ -121,6 +143,7 @@ def _run_analyze(args: argparse.Namespace) -> int:
         return 2
     context = AnalysisContext(args.material, args.sample_type, args.magnification, args.notes)
     try:
+        recon_settings = _read_text_argument(args.recon_settings, "--recon-settings")
         examples = _example_chooser(args, context, settings.max_image_tokens)
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -153,6 +176,9 @@ def _run_analyze(args: argparse.Namespace) -> int:
             examples=examples,
             max_image_tokens=settings.max_image_tokens,
             max_new_tokens=settings.max_new_tokens,
+            display=_display_options(args),
+            evidence=None if args.evidence else False,
+            recon_settings=recon_settings,
         )
     finally:
         bar.close()
@@ -161,8 +187,37 @@ def _run_analyze(args: argparse.Namespace) -> int:
         for result in summary.results:
             labels = ", ".join(result.labels) or "(nothing found)"
             print(f"{result.source}\t{labels}")
+    uncropped = [r.source for r in summary.results if "not cropped" in r.preprocessing]
+    if args.crop_scanned and uncropped:
+        print(
+            f"note: {len(uncropped)} image(s) not cropped, their files hold no scan positions or probe "
+            f"(e.g. {uncropped[0]}); analysed whole",
+            file=sys.stderr,
+        )
     print(f"{summary.analysed} image(s) analysed, {len(summary.failures)} failed.", file=sys.stderr)
     return 1 if summary.failures else 0
+
+
+def _display_options(args: argparse.Namespace):
+    """The ptychography display options the flags ask for; None (image as stored) when none is given."""
+    if not (args.remove_ramp or args.unwrap or args.crop_scanned):
+        return None
+    from napari_fracto.ptycho.display import DisplayOptions
+
+    return DisplayOptions(ramp=args.remove_ramp, unwrap=args.unwrap, crop=args.crop_scanned)
+
+
+def _read_text_argument(value: str, flag: str) -> str:
+    """`TEXT` as given, or the contents of `@FILE` (UTF-8)."""
+    if not value.startswith("@"):
+        return value
+    path = Path(value[1:]).expanduser()
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ValueError(f"{flag} {value}: no such file {path}; give the text itself or @path") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{flag} {value}: cannot read {path} as UTF-8 text ({exc})") from None
 
 
 def _example_chooser(args: argparse.Namespace, context: AnalysisContext, max_image_tokens: int):
@@ -197,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_analyze_parser(subparsers)
-    for module_name in EXTRA_COMMANDS:
+    for module_name in dict.fromkeys(EXTRA_COMMANDS):  # a module listed twice registers once
         module = __import__(module_name, fromlist=["add_parser"])
         module.add_parser(subparsers)
     return parser
