@@ -435,3 +435,179 @@ def test_screenshot_with_overlay(setup, qtbot, shared_data):
         shutil.copyfile(ARTIFACTS / "analyze_overlay.png", DOCS_IMAGES / "analyze_overlay.png")
     # the overlay's orange/blue box colours are on screen
     assert (np.abs(shot[..., :3].astype(int) - [0xE6, 0x9F, 0x00]).sum(axis=-1) < 30).sum() > 50
+
+
+# --- ptychography: display options, evidence, advice ----------------------------------------------
+
+NOTHING_SEEN = json.dumps({"labels": [{"label": "No obvious artifacts"}], "advice": ["No changes needed"]})
+
+
+def _add_product(viewer, product) -> None:
+    """Add a product's layers the way the reader does (phase, amplitude, probe, scan positions)."""
+    from napari.layers import Layer
+
+    from napari_fracto.io.ptycho import product_layers
+
+    for data, kwargs, kind in product_layers(product):
+        viewer.add_layer(Layer.create(data, kwargs, kind))
+
+
+def _padded_grid_product(pad: int = 40, ramp: float = 0.0, positions: bool = True):
+    """The shipped raster-grid sample with unlit borders (so cropping has something to cut) and a ramp."""
+    from importlib.resources import files
+
+    from napari_fracto.io.ptycho import read_npz
+
+    product = read_npz(str(files("napari_fracto") / "sample_files" / "g_raster_grid.npz"))
+    obj = np.pad(product.object[0], pad, constant_values=1.0 + 0j)
+    if ramp:
+        obj = obj * np.exp(1j * ramp * np.arange(obj.shape[1]))[None, :]
+    product.object = obj[None]
+    product.positions = product.positions + pad if positions else None
+    product.pixel_size_m = (1e-8, 1e-8)
+    product.name = "padded"
+    return product
+
+
+def _select(widget, name: str) -> None:
+    widget.image_combo.setCurrentText(name)
+    assert widget.image_combo.currentText() == name
+
+
+def test_grid_sample_shows_evidence_a_disagreement_and_the_advice(setup, qtbot):
+    viewer, widget = setup
+    viewer.open_sample("napari-fracto", "ptycho-grid")
+    _select(widget, "sample g_raster_grid phase")
+    widget.advice_check.setChecked(True)
+    widget.recon_settings_edit.setPlainText("LSQML, 40 epochs, regular raster scan")
+    backend = ScriptedBackend(NOTHING_SEEN)
+    _use(widget, backend)
+    _run(widget, qtbot)
+
+    assert widget.verdict_label.text() == "No obvious artifacts"
+    assert widget.advice_label.text() == "Suggested fixes:\n• No changes needed"
+    assert not widget.evidence_section.isHidden()
+    evidence = widget.evidence_label.text()
+    assert "⚑ grid peak at 8 px: 28.1x background (amplitude; flag from 20x)" in evidence
+    assert "⚑" not in evidence.replace("⚑ grid", "")  # only the grid is past its threshold
+    assert "Reconstruction settings given: LSQML, 40 epochs, regular raster scan" in evidence
+    disagreement = widget.disagreement_label.text()
+    assert disagreement.startswith("⚠ The amplitude spectrum has a peak at the 8 px scan step")
+    assert disagreement.endswith("but the model did not flag Grid artifacts.")
+    assert "Evidence disagrees (1)" in viewer.canvas.overlays.text.text
+    # the model was asked with the settings, for advice
+    assert "Reconstruction settings:\nLSQML, 40 epochs" in backend.requests[0].turns[-1].parts[1]
+    # the record on the findings layer carries evidence and advice
+    record = viewer.layers["sample g_raster_grid phase findings"].metadata["napari_fracto"]
+    assert record["evidence"]["flags"] == ["Grid artifacts"]
+    assert record["evidence"]["grid_component"] == "amplitude"  # the amplitude layer was used too
+    assert len(record["evidence"]["disagreements"]) == 1
+    assert record["advice"] == ["No changes needed"]
+    assert record["preprocessing"] == ""  # no display option ticked: the image as reconstructed
+
+
+def test_clean_sample_agrees_with_a_model_that_saw_nothing(setup, qtbot):
+    viewer, widget = setup
+    viewer.open_sample("napari-fracto", "ptycho-clean")
+    _select(widget, "sample a_clean phase")
+    _use(widget, ScriptedBackend(NOTHING_SEEN))
+    _run(widget, qtbot)
+    assert "grid peak" in widget.evidence_label.text()
+    assert "⚑" not in widget.evidence_label.text()
+    assert widget.disagreement_label.text() == ""
+    assert widget.last_result.evidence["disagreements"] == []
+
+
+def test_ramp_removal_changes_the_display_layer_and_the_image_sent(setup, qtbot):
+    from napari_fracto.imaging import prepare_model_image
+
+    viewer, widget = setup
+    _add_product(viewer, _padded_grid_product(pad=0, ramp=0.2))
+    _select(widget, "padded phase")
+    original = viewer.layers["padded phase"]
+    before = np.array(original.data)
+    assert "padded phase (display)" not in viewer.layers
+    widget.ramp_check.setChecked(True)
+
+    shown = viewer.layers["padded phase (display)"]
+    assert [widget.image_combo.itemText(i) for i in range(widget.image_combo.count())] == [
+        "padded amplitude",
+        "padded phase",
+        "padded probe amplitude",
+    ]  # the derived layer is not offered for analysis
+    assert not original.visible
+    np.testing.assert_array_equal(original.data, before)  # the reconstruction itself is untouched
+    column_step = np.angle(np.exp(1j * np.diff(shown.data, axis=1))).mean()
+    assert abs(column_step) < 0.01  # the 0.2 rad/px ramp is gone
+    np.testing.assert_allclose(shown.scale, original.scale)
+    np.testing.assert_allclose(shown.translate, original.translate)
+
+    backend = ScriptedBackend(NOTHING_SEEN)
+    _use(widget, backend)
+    _run(widget, qtbot)
+    sent = np.asarray(backend.requests[0].images()[0].convert("L"), dtype=float)
+    expected = np.asarray(prepare_model_image(shown.data, 1024).convert("L"), dtype=float)
+    assert np.corrcoef(sent.ravel(), expected.ravel())[0, 1] > 0.99
+    assert widget.last_result.preprocessing.startswith("phase ramp removed")
+    assert "Sent to the model: phase ramp removed" in widget.evidence_label.text()
+
+    widget.ramp_check.setChecked(False)  # back to the reconstruction as it is
+    assert "padded phase (display)" not in viewer.layers
+    assert original.visible
+
+
+def test_crop_shows_the_scanned_region_and_boxes_land_on_its_pixels(setup, qtbot):
+    from napari_fracto.ptycho.display import scanned_region
+
+    viewer, widget = setup
+    _add_product(viewer, _padded_grid_product(pad=40))
+    _select(widget, "padded phase")
+    original = viewer.layers["padded phase"]
+    assert widget.crop_check.isEnabled()
+    widget.crop_check.setChecked(True)
+    widget.ramp_check.setChecked(True)  # updated in place: still one display layer
+
+    assert [layer.name for layer in viewer.layers if layer.name.endswith("(display)")] == [
+        "padded phase (display)"
+    ]
+    shown = viewer.layers["padded phase (display)"]
+    positions = np.asarray(viewer.layers["padded scan positions"].data)
+    rows, cols = scanned_region((positions - original.translate) / original.scale, (48, 48), (224, 224))
+    assert (rows.start, cols.start) == (39, 39)
+    assert shown.data.shape == (rows.stop - rows.start, cols.stop - cols.start)
+    np.testing.assert_allclose(
+        shown.translate, np.asarray(original.translate) + 39 * np.asarray(original.scale)
+    )
+
+    answer = json.dumps({"labels": [{"label": "Grid artifacts", "bbox_2d": [0, 0, 500, 1000]}]})
+    backend = ScriptedBackend(answer)
+    _use(widget, backend)
+    _run(widget, qtbot)
+    assert backend.requests[0].images()[0].size == (160, 160)  # the 146 px crop, not the 224 px buffer
+    boxes = viewer.layers["padded phase findings"]
+    (rect,) = boxes.data
+    # the box's top-left corner is the display layer's first pixel; its right edge the middle of the crop
+    np.testing.assert_allclose(boxes.data_to_world(rect[0]), shown.data_to_world((0, 0)), atol=1e-6)
+    half = (cols.stop - cols.start) / 2
+    np.testing.assert_allclose(
+        boxes.data_to_world(rect[2]), shown.data_to_world((rows.stop - rows.start, half)), atol=1e-6
+    )
+    record = boxes.metadata["napari_fracto"]
+    assert record["findings"][0]["box"] == [39.0, 39.0, 39.0 + half, float(rows.stop)]  # file pixels
+    assert record["preprocessing"].startswith("cropped to the scanned region; phase ramp removed")
+
+
+def test_crop_is_disabled_with_a_reason_without_scan_positions(setup):
+    viewer, widget = setup
+    _add_product(viewer, _padded_grid_product(pad=8, positions=False))
+    _select(widget, "padded phase")
+    assert widget.ramp_check.isEnabled()
+    assert widget.unwrap_check.isEnabled()
+    assert not widget.crop_check.isEnabled()
+    assert "scan positions" in widget.crop_check.toolTip()
+    widget.unwrap_check.setChecked(True)
+    assert "padded phase (display)" in viewer.layers
+    viewer.add_image(_image(), name="sem")
+    _select(widget, "sem")  # not a ptychography phase: nothing to apply
+    assert not widget.ramp_check.isEnabled()
+    assert not widget.crop_check.isEnabled()

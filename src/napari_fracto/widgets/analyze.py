@@ -53,6 +53,8 @@ if TYPE_CHECKING:
     import napari
 
     from napari_fracto.backends.base import Backend
+    from napari_fracto.ptycho.display import DisplayOptions
+    from napari_fracto.ptycho.prepare import ScanGeometry
     from napari_fracto.settings import BackendSettings
 
 logger = logging.getLogger(__name__)
@@ -61,6 +63,13 @@ logger = logging.getLogger(__name__)
 _CONFIRMED_HOSTS: set[str] = set()
 
 KINDS = ("transformers", "openai")
+# metadata key of a derived display layer: the name of the layer it shows (never analysed itself)
+DISPLAY_OF = "napari_fracto_display_of"
+NO_POSITIONS_TIP = (
+    "Needs the scan positions and the probe: open the reconstruction from a file that has them "
+    "(Ptychodus .h5, CXI with translations, .npz with xcoords/ycoords), which adds the '... scan "
+    "positions' and '... probe amplitude' layers."
+)
 DEVICES = ("auto", "cuda", "mps", "cpu")
 CANVAS_LINE_CHARS = 40
 
@@ -143,13 +152,21 @@ class _Job:
     source: str
     cancel: threading.Event
     progress: Callable[[int, int], None]
+    amplitude: Any = None  # the amplitude layer's plane of a ptychography object: analysed as complex
+    display: DisplayOptions | None = None
+    geometry: ScanGeometry | None = None
+    recon_settings: str = ""
+    built_backend: bool = False  # this job made its backend (rather than reusing the widget's)
 
     def run(self) -> AnalysisResult:
         from napari_fracto.analysis import analyze_array
 
         array = np.asarray(self.array)  # lazy (dask, zarr) planes load here, off the UI thread
+        if self.amplitude is not None:  # phase + amplitude layers are one complex object again
+            array = np.asarray(self.amplitude) * np.exp(1j * array.astype(np.float64))
         if self.backend is None:
             self.backend = self.make_backend(self.settings, self.api_key)
+            self.built_backend = True
         return analyze_array(
             array,
             task=self.task,
@@ -160,6 +177,9 @@ class _Job:
             tiles=self.tiles,
             source=self.source,
             advice=self.advice,
+            display=self.display,
+            geometry=self.geometry,
+            recon_settings=self.recon_settings,
             cancel=self.cancel,
             progress=self.progress,
         )
@@ -205,6 +225,7 @@ class AnalyzeWidget(QWidget):
         form = QFormLayout()
         self.image_combo = QComboBox()
         self.image_combo.setToolTip("The image layer to analyse; for a stack, the plane on screen.")
+        self.image_combo.currentTextChanged.connect(self._update_display)
         self.task_combo = QComboBox()
         self.task_combo.addItems(list(available_tasks()))
         self.task_combo.currentTextChanged.connect(self._on_task_changed)
@@ -227,6 +248,29 @@ class AnalyzeWidget(QWidget):
         sform.addRow("Notes", self.notes_edit)
         self.sample_section = _Section("Sample (helps the model)", sample, expanded=True)
         layout.addWidget(self.sample_section)
+
+        ptycho = QWidget()
+        pform = QFormLayout(ptycho)
+        self.ramp_check = QCheckBox("Remove phase ramp")
+        self.unwrap_check = QCheckBox("Unwrap phase")
+        self.crop_check = QCheckBox("Crop to scanned region")
+        for box in (self.ramp_check, self.unwrap_check, self.crop_check):
+            box.toggled.connect(self._update_display)
+            pform.addRow(box)
+        self.display_hint = QLabel("")
+        self.display_hint.setWordWrap(True)
+        pform.addRow(self.display_hint)
+        self.recon_settings_edit = QPlainTextEdit()
+        self.recon_settings_edit.setPlaceholderText(
+            "optional, for 'Suggest fixes': e.g. LSQML, 40 iterations, 1 probe mode, no position correction"
+        )
+        self.recon_settings_edit.setMaximumHeight(60)
+        self.recon_settings_edit.setToolTip(
+            "How the reconstruction was made; sent to the model with the image."
+        )
+        pform.addRow("Reconstruction settings", self.recon_settings_edit)
+        self.ptycho_section = _Section("Ptychography", ptycho, expanded=True)
+        layout.addWidget(self.ptycho_section)
 
         model = QWidget()
         mform = QFormLayout(model)
@@ -303,7 +347,23 @@ class AnalyzeWidget(QWidget):
         layout.addWidget(self.unknown_label)
         self.advice_label = QLabel("")
         self.advice_label.setWordWrap(True)
+        self.advice_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         layout.addWidget(self.advice_label)
+        self.disagreement_label = QLabel("")
+        self.disagreement_label.setWordWrap(True)
+        self.disagreement_label.setStyleSheet("color: #E69F00")  # the palette's orange: a caution
+        self.disagreement_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        layout.addWidget(self.disagreement_label)
+        self.evidence_label = QLabel("")
+        self.evidence_label.setWordWrap(True)
+        self.evidence_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.evidence_label.setToolTip(
+            "Cheap measures on the image as sent to the model; ⚑ marks a measure past its threshold. "
+            "Thresholds and how each is measured: docs/ptychography.md."
+        )
+        self.evidence_section = _Section("Evidence", self.evidence_label, expanded=True)
+        self.evidence_section.setVisible(False)
+        layout.addWidget(self.evidence_section)
 
         self.raw_text = QPlainTextEdit()
         self.raw_text.setReadOnly(True)
@@ -326,6 +386,7 @@ class AnalyzeWidget(QWidget):
 
     def _on_task_changed(self, task: str) -> None:
         self.advice_check.setEnabled(task == "ptychography")
+        self.recon_settings_edit.setEnabled(task == "ptychography")
 
     def _update_key_placeholder(self) -> None:
         import os
@@ -339,7 +400,11 @@ class AnalyzeWidget(QWidget):
     def _image_layers(self) -> list[Any]:
         from napari.layers import Image
 
-        return [layer for layer in self.viewer.layers if isinstance(layer, Image)]
+        return [
+            layer
+            for layer in self.viewer.layers
+            if isinstance(layer, Image) and DISPLAY_OF not in layer.metadata
+        ]
 
     def _on_layer_inserted(self, event: Any) -> None:
         event.value.events.name.connect(self._refresh_layers)
@@ -359,10 +424,95 @@ class AnalyzeWidget(QWidget):
                 self.image_combo.setCurrentText(active.name)
         self.image_combo.blockSignals(False)
         self._set_busy(self._job is not None)
+        # only which options apply: layers come and go here (napari closing, the display layer itself),
+        # and re-adding a display layer from this event would fight them
+        self._update_display_controls()
 
     def _selected_layer(self) -> Any:
         name = self.image_combo.currentText()
         return self.viewer.layers[name] if name and name in self.viewer.layers else None
+
+    # ---- ptychography display -------------------------------------------------------------------------
+    def display_options(self) -> DisplayOptions | None:
+        """The display options ticked for the selected layer; None when none applies (nothing changes)."""
+        from napari_fracto.ptycho.display import DisplayOptions
+
+        layer = self._selected_layer()
+        if layer is None or _ptycho_parts(self.viewer, layer) is None:
+            return None
+        ramp, unwrap = self.ramp_check.isChecked(), self.unwrap_check.isChecked()
+        crop = self.crop_check.isChecked() and self.crop_check.isEnabled()
+        if not (ramp or unwrap or crop):
+            return None
+        return DisplayOptions(ramp=ramp, unwrap=unwrap, crop=crop)
+
+    def _update_display(self, *_: Any) -> None:
+        """Enable the options that fit the selected layer and show '<name> (display)' as they ask."""
+        if getattr(self, "_in_display_update", False):
+            return
+        self._in_display_update = True
+        try:
+            self._update_display_now()
+        except ValueError as exc:  # e.g. positions outside the object: say so, leave the data alone
+            show_error(f"Cannot apply the display options: {exc}")
+        finally:
+            self._in_display_update = False
+
+    def _update_display_controls(self) -> tuple[Any, _PtychoParts | None]:
+        """Enable the options that fit the selected layer; crop only with scan positions and a probe."""
+        layer = self._selected_layer()
+        parts = _ptycho_parts(self.viewer, layer) if layer is not None else None
+        for box in (self.ramp_check, self.unwrap_check):
+            box.setEnabled(parts is not None)
+        self.crop_check.setEnabled(parts is not None and parts.geometry.can_crop)
+        self.crop_check.setToolTip("" if self.crop_check.isEnabled() else NO_POSITIONS_TIP)
+        if parts is None:
+            self.display_hint.setText(
+                "Display options apply to the phase layer of a 2-D ptychography reconstruction."
+                if layer is not None
+                else ""
+            )
+        else:
+            self.display_hint.setText("" if parts.geometry.can_crop else "No scan positions: cannot crop.")
+        return layer, parts
+
+    def _update_display_now(self) -> None:
+        layer, parts = self._update_display_controls()
+        if parts is None:
+            return
+        options = self.display_options()
+        name = display_layer_name(layer.name)
+        if options is None:
+            if name in self.viewer.layers:
+                self.viewer.layers.remove(name)
+                layer.visible = True
+            return
+        from napari_fracto.ptycho.prepare import prepare_image
+
+        prepared = prepare_image(parts.complex_object(), options, parts.geometry)
+        shown = np.angle(prepared.image) if np.iscomplexobj(prepared.image) else prepared.image
+        scale = np.asarray(layer.scale, dtype=float)
+        translate = np.asarray(layer.translate, dtype=float) + scale * np.asarray(
+            prepared.offset, dtype=float
+        )
+        meta = {DISPLAY_OF: layer.name, "preprocessing": prepared.preprocessing}
+        if name in self.viewer.layers:
+            shown_layer = self.viewer.layers[name]
+            shown_layer.data = shown.astype(np.float32)
+            shown_layer.translate = translate
+            shown_layer.metadata = {**shown_layer.metadata, **meta}
+            shown_layer.reset_contrast_limits()
+        else:
+            self.viewer.add_image(
+                shown.astype(np.float32),
+                name=name,
+                scale=scale,
+                translate=translate,
+                units=tuple(layer.units),
+                colormap="gray",
+                metadata=meta,
+            )
+        layer.visible = False  # the original stays untouched underneath; unticking shows it again
 
     # ---- settings -------------------------------------------------------------------------------------
     def _load_settings(self) -> None:
@@ -450,9 +600,11 @@ class AnalyzeWidget(QWidget):
         if key != self._backend_key:
             self._close_backend()
             self._backend_key = key
+        parts = _ptycho_parts(self.viewer, layer) if not plane.leading else None
+        task = self.task_combo.currentText()
         job = _Job(
             array=plane.array,
-            task=self.task_combo.currentText(),
+            task=task,
             settings=settings,
             api_key=api_key,
             backend=self._backend,
@@ -463,6 +615,10 @@ class AnalyzeWidget(QWidget):
             source=plane.source,
             cancel=threading.Event(),
             progress=self._relay,
+            amplitude=parts.amplitude.data if parts is not None and parts.amplitude is not None else None,
+            display=self.display_options(),
+            geometry=parts.geometry if parts is not None else None,
+            recon_settings=self.recon_settings_edit.toPlainText().strip() if task == "ptychography" else "",
         )
         self._start(job, layer, plane)
 
@@ -522,6 +678,11 @@ class AnalyzeWidget(QWidget):
 
     def _on_worker_finished(self, job: _Job) -> None:
         # Keep a freshly loaded model for the next run, even when this run was cancelled or failed.
+        # Only a backend this job built is its to keep or close, and only once: the worker's `finished`
+        # can arrive after the next run has already replaced (and closed) the cached one.
+        if not job.built_backend:
+            return
+        job.built_backend = False
         if job.backend is not None and job.backend is not self._backend:
             if self._backend is None and self._backend_key == job.settings.model_dump_json() + "\0" + (
                 job.api_key or ""
@@ -582,6 +743,9 @@ class AnalyzeWidget(QWidget):
         lines = [verdict]
         if image_level:
             lines.append("Whole image: " + ", ".join(dict.fromkeys(image_level)))
+        disagreements = list(result.evidence.get("disagreements", ()))
+        if disagreements:
+            lines.append(f"Evidence disagrees ({len(disagreements)}): see the Analyze panel")
         # short lines: napari does not wrap overlay text, and a long line runs off a narrow canvas
         overlay = canvas_text_overlay(self.viewer)
         overlay.text = "\n".join("\n".join(textwrap.wrap(line, CANVAS_LINE_CHARS)) for line in lines)
@@ -591,7 +755,8 @@ class AnalyzeWidget(QWidget):
         self.verdict_label.setText(verdict)
         self._fill_table(result, vocab)
         self.unknown_label.setText(unknown_labels_text(result))
-        self.advice_label.setText("Suggested: " + "; ".join(result.advice) if result.advice else "")
+        self.advice_label.setText(advice_text(result))
+        self._show_evidence(result)
         self.raw_text.setPlainText(result.raw_text)
         self.status_label.setText(f"Done in {result.seconds:.1f} s ({result.backend}: {result.model}).")
         self.last_result = result
@@ -601,6 +766,22 @@ class AnalyzeWidget(QWidget):
             show_info(unknown_labels_text(result) + ". Add them to the vocabulary if they are real findings.")
         self.result_ready.emit(result)
         return shapes
+
+    def _show_evidence(self, result: AnalysisResult) -> None:
+        from napari_fracto.ptycho.prepare import evidence_lines
+
+        disagreements = list(result.evidence.get("disagreements", ()))
+        self.disagreement_label.setText(
+            "\n".join(f"⚠ {_sentence(d)}" for d in disagreements) if disagreements else ""
+        )
+        lines = evidence_lines(result.evidence)
+        if result.preprocessing:
+            lines.append(f"Sent to the model: {result.preprocessing}")
+        settings = result.evidence.get("reconstruction_settings")
+        if settings:
+            lines.append(f"Reconstruction settings given: {settings}")
+        self.evidence_label.setText("\n".join(lines))
+        self.evidence_section.setVisible(bool(lines))
 
     def _fill_table(self, result: AnalysisResult, vocab: Any) -> None:
         table = self.results_table
@@ -623,6 +804,74 @@ class AnalyzeWidget(QWidget):
         self.cancel()
         self._close_backend()
         super().closeEvent(event)
+
+
+def display_layer_name(image_name: str) -> str:
+    """The derived layer that shows an image with the ptychography display options applied."""
+    return f"{image_name} (display)"
+
+
+def advice_text(result: AnalysisResult) -> str:
+    """The reconstruction advice as a list under the verdict; empty when none was asked or given."""
+    if not result.advice:
+        return ""
+    return "Suggested fixes:\n" + "\n".join(f"• {item}" for item in result.advice)
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
+
+
+@dataclass
+class _PtychoParts:
+    """The layers one ptychography product opened as: the phase, its amplitude, and the scan geometry."""
+
+    phase: Any
+    amplitude: Any
+    geometry: ScanGeometry
+
+    def complex_object(self) -> np.ndarray:
+        phase = np.asarray(self.phase.data, dtype=np.float64)
+        if self.amplitude is None:
+            return phase
+        return np.asarray(self.amplitude.data) * np.exp(1j * phase)
+
+
+def _ptycho_parts(viewer: Any, layer: Any) -> _PtychoParts | None:
+    """The phase layer's siblings as the reader names them ('<name> amplitude', '... scan positions',
+    '... probe amplitude'), or None when `layer` is not the phase of a 2-D reconstruction."""
+    from napari.layers import Image, Points
+
+    from napari_fracto.ptycho.prepare import ScanGeometry
+
+    meta = getattr(layer, "metadata", {}) or {}
+    if not isinstance(layer, Image) or meta.get("complex_part") != "phase" or layer.ndim != 2 or layer.rgb:
+        return None
+    base = layer.name.removesuffix(" phase")
+    layers = viewer.layers
+
+    def sibling(suffix: str, kind: type) -> Any:
+        name = f"{base} {suffix}"
+        return layers[name] if name in layers and isinstance(layers[name], kind) else None
+
+    amplitude = sibling("amplitude", Image)
+    if amplitude is not None and amplitude.data.shape != layer.data.shape:
+        amplitude = None
+    points = sibling("scan positions", Points)
+    probe = sibling("probe amplitude", Image)
+    world = None
+    if points is not None and len(points.data):
+        world = np.asarray(points.data, dtype=float) * np.asarray(points.scale) + np.asarray(points.translate)
+    extent = None
+    if probe is not None:
+        extent = tuple(
+            float(n) * float(s) for n, s in zip(probe.data.shape[-2:], probe.scale[-2:], strict=True)
+        )
+    step = meta.get("scan_step_px")
+    geometry = ScanGeometry.from_world_points(
+        world, layer.scale, layer.translate, extent, float(step) if isinstance(step, int | float) else None
+    )
+    return _PtychoParts(layer, amplitude, geometry)
 
 
 def canvas_text_overlay(viewer: Any) -> Any:
