@@ -69,7 +69,7 @@ def analyze_array(
     advice_vocab = _advice_vocabulary(vocab.task) if advice else None
     context = context or AnalysisContext()
     plane = imaging.as_plane(array)  # validates: a stack or an empty array never reaches the model
-    prepared = prepare_image(plane, display, geometry)
+    prepared = prepare_image(plane, display, geometry, part=complex_part)
     plane = prepared.image
     row0, col0 = prepared.offset
     height, width = plane.shape[:2]

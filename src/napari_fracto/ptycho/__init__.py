@@ -1,4 +1,5 @@
-"""Ptychography helpers: display options (phase ramp, unwrapping, cropping) and cheap quantitative evidence.
+"""Ptychography helpers: display options (phase ramp, unwrapping, cropping), cheap quantitative evidence,
+and preparing an image for the model with both (`prepare`).
 
 Pure numpy/scikit-image: importable without Qt or torch.
 """
@@ -19,16 +20,28 @@ from napari_fracto.ptycho.evidence import (
     measure_evidence,
     scan_step_from_positions,
 )
+from napari_fracto.ptycho.prepare import (
+    Prepared,
+    ScanGeometry,
+    evidence_lines,
+    evidence_record,
+    prepare_image,
+)
 
 __all__ = [
     "DisplayOptions",
     "DisplayedObject",
     "Evidence",
     "EvidenceThresholds",
+    "Prepared",
+    "ScanGeometry",
     "compare_with_model",
     "crop_to_scanned",
     "estimate_phase_ramp",
+    "evidence_lines",
+    "evidence_record",
     "measure_evidence",
+    "prepare_image",
     "remove_phase_ramp",
     "scan_step_from_positions",
     "scanned_region",

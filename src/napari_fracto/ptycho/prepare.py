@@ -83,26 +83,32 @@ class ScanGeometry:
 
 @dataclass
 class Prepared:
-    """The plane to send (real or complex), its offset in the original array, and what was done in words."""
+    """The plane to send, its offset in the original array, and what was done in words."""
 
-    image: np.ndarray
+    image: np.ndarray  # the input untouched without options; else the real `part` as shown
     offset: tuple[int, int]  # (row, col) of the image's top-left pixel in the original array
     preprocessing: str
     evidence_input: np.ndarray  # complex object (or real phase) as shown, for measure_evidence
 
 
 def prepare_image(
-    plane: np.ndarray, options: DisplayOptions | None, geometry: ScanGeometry | None = None
+    plane: np.ndarray,
+    options: DisplayOptions | None,
+    geometry: ScanGeometry | None = None,
+    part: str = "phase",
 ) -> Prepared:
     """Apply `options` (None: nothing) to a 2-D complex object or real phase image.
 
-    A complex input stays complex (phase as shown, amplitude cropped) so either part can be sent; a real
-    input is taken as phase. Raises ValueError with a message naming the options when the image is not
-    one plane of phase or object (RGB, say).
+    With options the image is real: the phase as shown (unwrapped when asked, which a complex array
+    could not carry) or, for `part="amplitude"`, the cropped amplitude. A real input is taken as phase.
+    Raises ValueError with a message naming the options when the image is not one plane of phase or
+    object (RGB, say).
     """
     arr = np.asarray(plane)
     if options is None:
         return Prepared(arr, (0, 0), "", arr)
+    if part not in ("phase", "amplitude"):
+        raise ValueError(f"part must be 'phase' or 'amplitude', got {part!r}")
     if arr.ndim != 2:
         raise ValueError(
             f"The ptychography display options (remove ramp, unwrap, crop) need one 2-D phase or complex "
@@ -115,14 +121,16 @@ def prepare_image(
     if options.crop and shown.region is not None:
         offset = (int(shown.region[0].start), int(shown.region[1].start))
     if np.iscomplexobj(arr):
-        image = shown.amplitude * np.exp(1j * shown.phase.astype(np.float64))
-        image = image.astype(np.complex64)
+        image = shown.amplitude if part == "amplitude" else shown.phase
+        measured = (shown.amplitude * np.exp(1j * shown.phase.astype(np.float64))).astype(np.complex64)
     else:
-        image = shown.phase
+        image = measured = shown.phase
     done = options.describe()
+    if part == "amplitude" and np.iscomplexobj(arr):
+        done += " (amplitude sent)"
     if shown.notes:
         done += ". Done: " + "; ".join(shown.notes)  # the measured crop and ramp, for the reviewer
-    return Prepared(image, offset, done, image)
+    return Prepared(image, offset, done, measured)
 
 
 def evidence_record(

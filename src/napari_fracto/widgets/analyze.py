@@ -490,7 +490,7 @@ class AnalyzeWidget(QWidget):
         from napari_fracto.ptycho.prepare import prepare_image
 
         prepared = prepare_image(parts.complex_object(), options, parts.geometry)
-        shown = np.angle(prepared.image) if np.iscomplexobj(prepared.image) else prepared.image
+        shown = prepared.image  # the real phase as shown (unwrapped when asked)
         scale = np.asarray(layer.scale, dtype=float)
         translate = np.asarray(layer.translate, dtype=float) + scale * np.asarray(
             prepared.offset, dtype=float
