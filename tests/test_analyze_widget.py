@@ -611,3 +611,11 @@ def test_crop_is_disabled_with_a_reason_without_scan_positions(setup):
     _select(widget, "sem")  # not a ptychography phase: nothing to apply
     assert not widget.ramp_check.isEnabled()
     assert not widget.crop_check.isEnabled()
+
+
+def test_ptychography_options_are_only_offered_for_the_ptychography_task(setup):
+    _viewer, widget = setup
+    assert not widget.ptycho_section.isHidden()
+    widget.task_combo.setCurrentText("fracture")
+    assert widget.ptycho_section.isHidden()
+    assert not widget.recon_settings_edit.isEnabled()

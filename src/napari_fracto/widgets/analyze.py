@@ -387,6 +387,7 @@ class AnalyzeWidget(QWidget):
     def _on_task_changed(self, task: str) -> None:
         self.advice_check.setEnabled(task == "ptychography")
         self.recon_settings_edit.setEnabled(task == "ptychography")
+        self.ptycho_section.setVisible(task == "ptychography")  # fractographers never need it
 
     def _update_key_placeholder(self) -> None:
         import os
