@@ -159,19 +159,43 @@ def _power_spectrum(image: np.ndarray) -> np.ndarray:
     return np.abs(np.fft.fftshift(np.fft.fft2(img * window))) ** 2
 
 
-def _axis_peak_ratio(power: np.ndarray, period: float) -> float:
+class _Rings:
+    """The radial frequency of every bin of one spectrum shape, sorted once, so the ring around any
+    frequency is a slice (`searchsorted`) rather than a fresh full-image mask per candidate period:
+    the scan-step search asks for hundreds of periods on the same grid."""
+
+    def __init__(self, shape: tuple[int, int]) -> None:
+        n0, n1 = shape
+        self.shape = shape
+        self.cy, self.cx = n0 // 2, n1 // 2
+        fy = ((np.arange(n0) - self.cy) / n0)[:, None]
+        fx = ((np.arange(n1) - self.cx) / n1)[None, :]
+        freq = np.hypot(fy, fx).ravel()
+        self.order = np.argsort(freq, kind="stable")
+        self.sorted_freq = freq[self.order]
+        self.half_width = 1.5 / min(n0, n1)
+
+    def ring(self, f: float) -> np.ndarray:
+        """Flat indices of the bins with |freq - f| < half_width (the same set as the full mask)."""
+        lo = np.searchsorted(self.sorted_freq, f - self.half_width, side="right")
+        hi = np.searchsorted(self.sorted_freq, f + self.half_width, side="left")
+        return self.order[lo:hi]
+
+
+def _axis_peak_ratio(power: np.ndarray, period: float, rings: _Rings | None = None) -> float:
     """Geometric mean over the row and column axes of (peak near 1/period) / (median of that ring)."""
     n0, n1 = power.shape
-    cy, cx = n0 // 2, n1 // 2
-    yy, xx = np.indices(power.shape)
-    freq = np.hypot((yy - cy) / n0, (xx - cx) / n1)
+    rings = rings if rings is not None and rings.shape == power.shape else _Rings((n0, n1))
+    cy, cx = rings.cy, rings.cx
     f = 1.0 / period
-    ring = np.abs(freq - f) < 1.5 / min(n0, n1)
+    ring = rings.ring(f)
+    ry, rx = np.divmod(ring, n1)
+    flat = power.ravel()
     ratios = []
     for py, px in ((round(cy + f * n0), cx), (cy, round(cx + f * n1))):
-        near = (np.abs(yy - py) <= 2) & (np.abs(xx - px) <= 2)
-        mirror = (np.abs(yy - (2 * cy - py)) <= 2) & (np.abs(xx - (2 * cx - px)) <= 2)
-        background = power[ring & ~near & ~mirror]
+        near = (np.abs(ry - py) <= 2) & (np.abs(rx - px) <= 2)
+        mirror = (np.abs(ry - (2 * cy - py)) <= 2) & (np.abs(rx - (2 * cx - px)) <= 2)
+        background = flat[ring[~near & ~mirror]]
         if background.size == 0 or not 1 <= py < n0 - 1 or not 1 <= px < n1 - 1:
             return 0.0
         peak = power[py - 1 : py + 2, px - 1 : px + 2].max()
@@ -182,18 +206,22 @@ def _axis_peak_ratio(power: np.ndarray, period: float) -> float:
 def _grid(components: dict[str, np.ndarray], step: float | None) -> tuple[float | None, float, str, str]:
     """(period, ratio, component, source) of the strongest raster peak, at `step` or searched for."""
     spectra = {name: _power_spectrum(img) for name, img in components.items()}
-    size = min(next(iter(components.values())).shape)
+    shape = next(iter(spectra.values())).shape
+    rings = _Rings(shape)  # every component has the same shape: one frequency grid for all
+    size = min(shape)
     if step is not None:
         if not 2.0 < step < size / 2:
             return None, 0.0, "phase", "given"
-        name, ratio = max(((n, _axis_peak_ratio(p, step)) for n, p in spectra.items()), key=lambda t: t[1])
+        name, ratio = max(
+            ((n, _axis_peak_ratio(p, step, rings)) for n, p in spectra.items()), key=lambda t: t[1]
+        )
         return step, ratio, name, "given"
     # search the frequency bins of periods 4..32 px (the usual range of steps in pixels)
     best = (None, 0.0, "phase")
     for k in range(max(2, int(np.ceil(size / 32))), int(size / 4) + 1):
         period = size / k
         for name, p in spectra.items():
-            ratio = _axis_peak_ratio(p, period)
+            ratio = _axis_peak_ratio(p, period, rings)
             if ratio > best[1]:
                 best = (period, ratio, name)
     period, ratio, name = best
@@ -202,7 +230,7 @@ def _grid(components: dict[str, np.ndarray], step: float | None) -> tuple[float 
         for mult in (3, 2):
             fundamental = period * mult
             if fundamental <= size / 2:
-                r = _axis_peak_ratio(spectra[name], fundamental)
+                r = _axis_peak_ratio(spectra[name], fundamental, rings)
                 if r >= EvidenceThresholds.grid_ratio:
                     period, ratio = fundamental, r
                     break
