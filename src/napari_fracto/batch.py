@@ -69,7 +69,7 @@ def load_analysis_images(path: Path, part: str = "phase") -> list[tuple[str, np.
     for layer, name in zip(layers, names, strict=True):
         data = layer[0]
         kwargs = layer[1] if len(layer) > 1 else {}
-        if "probe" in name.lower() or (has_parts and not name.endswith(f" {part}")):
+        if is_probe_layer(kwargs) or (has_parts and not name.endswith(f" {part}")):
             continue
         rgb = bool(kwargs.get("rgb", False))
         spatial = 3 if rgb else 2
@@ -82,6 +82,20 @@ def load_analysis_images(path: Path, part: str = "phase") -> list[tuple[str, np.
     if not images:
         raise ReaderError(f"{path}: holds no image napari-fracto can analyse.")
     return images
+
+
+def is_probe_layer(layer_kwargs: dict[str, Any]) -> bool:
+    """True for a layer the reader marks as a probe: a ptychography product's probe layer (metadata
+    `probe_modes`), or an array stored as `probe...` inside a container (.npz/.h5). Decided from what
+    the reader records, never from the file name: `e_wrong_probe_fixed_object.npy` is an object."""
+    meta = layer_kwargs.get("metadata") or {}
+    if "probe_modes" in meta:
+        return True
+    dataset = str(meta.get("dataset", ""))
+    source = Path(str(meta.get("source_path", "")))
+    if not dataset or source.suffix.lower() == ".npy":  # a .npy's only array is named after the file
+        return False
+    return dataset.rsplit("/", 1)[-1].lower().startswith("probe")
 
 
 @dataclass
