@@ -201,3 +201,22 @@ def test_k_examples_become_k_plus_one_images_in_the_local_prompt(dataset, tiny_m
     assert len(inputs["image_grid_thw"]) == k + 1
     assert runs == k + 1  # each image's tokens form one block, in its own turn
     assert reply.extra["image_tokens"] == int(is_image.sum())
+
+
+def test_example_chooser_gives_k_examples_and_clear_errors(dataset, tmp_path):
+    for seed in range(4):
+        add(dataset, blobs(seed), "equiaxed dimples", "train")
+    add(dataset, blobs(9), "equiaxed dimples", "test")
+    assert icl.example_chooser(dataset.root, "fracture", 0) is None
+    with icl.example_chooser(dataset.root, "fracture", 2, "random") as choose:
+        examples = choose(blobs(20))
+    assert len(examples) == 2
+    assert all('"equiaxed dimples"' in e.answer_text for e in examples)
+    with pytest.raises(ValueError, match="no reviewed 'ptychography' images in its train split"):
+        icl.example_chooser(dataset.root, "ptychography", 2)
+    with pytest.raises(ValueError, match="no dataset at"):
+        icl.example_chooser(tmp_path / "nowhere", "fracture", 2)
+    with pytest.raises(ValueError, match="need a corrections dataset folder"):
+        icl.example_chooser("", "fracture", 2)
+    with pytest.raises(ValueError, match="unknown example selection"):
+        icl.example_chooser(dataset.root, "fracture", 2, "nearest")

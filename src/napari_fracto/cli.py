@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -173,7 +172,7 @@ def _run_analyze(args: argparse.Namespace) -> int:
             on_failure=failure,
             tiles=args.tiles,
             advice=args.advice,
-            examples=examples,
+            examples=examples or (),
             max_image_tokens=settings.max_image_tokens,
             max_new_tokens=settings.max_new_tokens,
             display=_display_options(args),
@@ -183,6 +182,8 @@ def _run_analyze(args: argparse.Namespace) -> int:
     finally:
         bar.close()
         backend.close()
+        if examples is not None:
+            examples.close()
     if args.out is None and args.csv is None:
         for result in summary.results:
             labels = ", ".join(result.labels) or "(nothing found)"
@@ -221,26 +222,21 @@ def _read_text_argument(value: str, flag: str) -> str:
 
 
 def _example_chooser(args: argparse.Namespace, context: AnalysisContext, max_image_tokens: int):
-    """Per-image in-context examples from a corrections dataset's train split, or none."""
-    if args.shots <= 0:
-        return ()
-    if args.examples_from is None:
+    """Per-image in-context examples from a corrections dataset's train split (`icl.example_chooser`),
+    or None for no examples."""
+    if args.shots > 0 and args.examples_from is None:
         raise ValueError("--shots needs --examples-from DATASET (a corrections dataset folder)")
-    from napari_fracto.dataset import Dataset
-    from napari_fracto.icl import ExampleSelector
+    from napari_fracto.icl import example_chooser
 
-    dataset = Dataset.open(args.examples_from)
-    selector = ExampleSelector(dataset, args.task)
-    if not selector.candidates:
-        raise ValueError(f"{args.examples_from} has no reviewed '{args.task}' images in its train split")
-    lock = threading.Lock()  # the selector's feature cache is shared by the worker threads
-
-    def choose(image):
-        with lock:
-            chosen = selector.select(image, args.shots, method=args.select, context=context)
-            return selector.examples(chosen, advice=args.advice, max_image_tokens=max_image_tokens)
-
-    return choose
+    return example_chooser(
+        args.examples_from,
+        args.task,
+        args.shots,
+        args.select,
+        context,
+        advice=args.advice,
+        max_image_tokens=max_image_tokens,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

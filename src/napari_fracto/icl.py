@@ -315,3 +315,94 @@ def to_example(
     answer = format_answer(findings, advice=candidate.advice if advice else ())
     context = candidate.context if with_context and not candidate.context.is_empty() else None
     return Example(image=image, answer_text=answer, context=context)
+
+
+class ExampleChooser:
+    """`analyze_array(examples=...)`'s per-image chooser: k solved examples for each query image.
+
+    Thread-safe (one lock around the selector's shared feature cache), so batch workers can share it.
+    Holds the dataset open until `close()` (or the end of a `with` block).
+    """
+
+    def __init__(
+        self,
+        selector: ExampleSelector,
+        shots: int,
+        *,
+        method: Selection = "similar",
+        context: AnalysisContext | None = None,
+        advice: bool = False,
+        max_image_tokens: int = 1024,
+    ) -> None:
+        import threading
+
+        self.selector = selector
+        self.shots = shots
+        self.method = method
+        self.context = context
+        self.advice = advice
+        self.max_image_tokens = max_image_tokens
+        self._lock = threading.Lock()
+
+    def __call__(self, image: np.ndarray) -> list[Example]:
+        with self._lock:
+            chosen = self.selector.select(image, self.shots, method=self.method, context=self.context)
+            return self.selector.examples(chosen, advice=self.advice, max_image_tokens=self.max_image_tokens)
+
+    def close(self) -> None:
+        self.selector.dataset.close()
+
+    def __enter__(self) -> ExampleChooser:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def example_chooser(
+    dataset_path: str | Path | None,
+    task: str,
+    shots: int,
+    method: str = "similar",
+    context: AnalysisContext | None = None,
+    advice: bool = False,
+    max_image_tokens: int = 1024,
+    *,
+    cache: FeatureCache | None = None,
+) -> ExampleChooser | None:
+    """The in-context example chooser for `shots` examples from a dataset's reviewed train images;
+    None for 0 shots. The one implementation behind the CLI's `--shots` and the Analyze widget.
+
+    Raises ValueError (a message for the user) for a bad count or method, a missing dataset, or a dataset
+    with no reviewed train images of `task`.
+    """
+    from napari_fracto.dataset import Dataset
+
+    if shots < 0:
+        raise ValueError(f"the number of examples must be 0 or more, got {shots}")
+    if shots == 0:
+        return None
+    if method not in SELECTIONS:
+        raise ValueError(f"unknown example selection {method!r}; use one of {', '.join(SELECTIONS)}")
+    if dataset_path is None or not str(dataset_path).strip():
+        raise ValueError(f"{shots} in-context example(s) need a corrections dataset folder to take them from")
+    dataset = Dataset.open(Path(dataset_path).expanduser())
+    try:
+        selector = ExampleSelector(dataset, task, cache=cache)
+    except BaseException:
+        dataset.close()
+        raise
+    if not selector.candidates:
+        dataset.close()
+        raise ValueError(
+            f"{dataset_path} has no reviewed '{task}' images in its train split: review some images of "
+            "this task and assign splits (`napari-fracto dataset split`), or set the examples to 0"
+        )
+    return ExampleChooser(
+        selector,
+        shots,
+        method=method,  # type: ignore[arg-type]  # checked against SELECTIONS above
+        context=context,
+        advice=advice,
+        max_image_tokens=max_image_tokens,
+    )
