@@ -24,10 +24,12 @@ def shared_data() -> Path:
 
 @pytest.fixture(autouse=True)
 def _isolated_user_dirs(tmp_path_factory, monkeypatch):
-    """Point settings and user vocabularies at a temporary folder so tests never touch the user's own."""
+    """Point settings, user vocabularies and the data folder (adapter registry, default run folders) at
+    temporary folders so tests never touch the user's own."""
     config = tmp_path_factory.mktemp("config")
     monkeypatch.setenv("NAPARI_FRACTO_CONFIG_DIR", str(config))
     monkeypatch.setenv("NAPARI_FRACTO_VOCAB_DIR", str(config / "vocabularies"))
+    monkeypatch.setenv("NAPARI_FRACTO_DATA_DIR", str(tmp_path_factory.mktemp("data")))
 
 
 @pytest.fixture(scope="session")

@@ -619,3 +619,156 @@ def test_ptychography_options_are_only_offered_for_the_ptychography_task(setup):
     widget.task_combo.setCurrentText("fracture")
     assert widget.ptycho_section.isHidden()
     assert not widget.recon_settings_edit.isEnabled()
+
+
+# --- fine-tuned adapters by name, and in-context examples ---------------------------------------------
+
+
+def _adapter_folder(path: Path) -> Path:
+    path.mkdir(parents=True)
+    (path / "adapter_config.json").write_text("{}")
+    return path
+
+
+def _route(widget: AnalyzeWidget, backend, model: str) -> list:
+    built = []
+
+    def make(settings, api_key):
+        built.append(settings)
+        return backend
+
+    widget.make_backend = make
+    widget.kind_combo.setCurrentText("transformers")
+    widget.model_edit.setText(model)
+    return built
+
+
+def test_registered_adapter_is_listed_by_name_and_reaches_the_backend(setup, qtbot, tmp_path):
+    from napari_fracto.settings import load_settings
+    from napari_fracto.training.registry import AdapterEntry, register_adapter
+
+    viewer, widget = setup
+    base = "Qwen/Qwen3-VL-2B-Instruct"
+    built = _route(widget, ScriptedBackend(ANSWER), base)
+    scores = {
+        "base": {"n_images": 12, "micro_f1": 0.41, "macro_f1": 0.2},
+        "adapter": {"n_images": 12, "micro_f1": 0.73, "macro_f1": 0.5},
+    }
+    mine = _adapter_folder(tmp_path / "ptycho-v1")
+    register_adapter(AdapterEntry("ptycho-v1", str(mine), base, "ptychography", evaluation=scores))
+    register_adapter(
+        AdapterEntry(
+            "big-v1", str(_adapter_folder(tmp_path / "big")), "Qwen/Qwen3-VL-8B-Instruct", "ptychography"
+        )
+    )
+    register_adapter(AdapterEntry("steel-v1", str(_adapter_folder(tmp_path / "steel")), base, "fracture"))
+
+    widget.adapter_refresh.click()  # registered after the panel opened: the refresh button finds them
+    combo = widget.adapter_combo
+    texts = [combo.itemText(i) for i in range(combo.count())]
+    assert "ptycho-v1 (Qwen3-VL-2B-Instruct)" in texts
+    assert "big-v1 (for Qwen3-VL-8B-Instruct, not this model)" in texts
+    assert not any("steel-v1" in t for t in texts)  # another task
+    other = texts.index("big-v1 (for Qwen3-VL-8B-Instruct, not this model)")
+    assert not combo.model().item(other).isEnabled()
+    assert "not on the model set above" in combo.itemData(other, analyze_module.Qt.ItemDataRole.ToolTipRole)
+    index = texts.index("ptycho-v1 (Qwen3-VL-2B-Instruct)")
+    tip = combo.itemData(index, analyze_module.Qt.ItemDataRole.ToolTipRole)
+    assert "micro-F1: base 0.41 → adapter 0.73" in tip
+    assert "Test split (12 images)" in tip
+
+    combo.setCurrentIndex(index)  # the user picks it by name
+    viewer.add_image(_image(), name="recon")
+    _run(widget, qtbot)
+    assert built[-1].adapter == str(mine)
+    assert load_settings().adapter == str(mine)  # settings keep the folder, not the display name
+    assert "micro-F1" in combo.toolTip()
+
+    # the fracture task lists its own adapter; a task switch refreshes the list
+    widget.task_combo.setCurrentText("fracture")
+    assert any(combo.itemText(i) == "steel-v1 (Qwen3-VL-2B-Instruct)" for i in range(combo.count()))
+    assert combo.currentText() == ""  # the ptychography adapter is no longer offered, nor kept
+    assert widget.current_settings().adapter == ""
+    widget.task_combo.setCurrentText("ptychography")
+
+    typed = _adapter_folder(tmp_path / "typed")
+    combo.setEditText(str(typed))  # a typed folder still works
+    _run(widget, qtbot)
+    assert built[-1].adapter == str(typed)
+
+
+def test_saved_adapter_path_comes_back_as_its_name(make_napari_viewer, tmp_path):
+    from napari_fracto.settings import BackendSettings, save_settings
+    from napari_fracto.training.registry import AdapterEntry, register_adapter
+
+    folder = _adapter_folder(tmp_path / "a")
+    register_adapter(AdapterEntry("fracto-v2", str(folder), "tiny", "fracture"))
+    save_settings(BackendSettings(model="some/tiny", adapter=str(folder)))
+    widget = AnalyzeWidget(make_napari_viewer())
+    widget.task_combo.setCurrentText("fracture")
+    assert widget.adapter_combo.currentText() == "fracto-v2 (tiny)"
+    assert widget.current_settings().adapter == str(folder)
+
+
+def _examples_dataset(root: Path, n: int = 4) -> Path:
+    from napari_fracto.dataset import Dataset
+    from napari_fracto.findings import Box, Finding
+
+    with Dataset.create(root) as ds:
+        ids = []
+        for seed in range(n):
+            image = (np.random.default_rng(100 + seed).random((48, 64)) * 255).astype(np.uint8)
+            image_id = ds.add_image(image, task="fracture")
+            ds.save_review(image_id, "fracture", [Finding("cleavage facets", None, Box(4, 4, 30, 20))])
+            ids.append(image_id)
+        ds.set_split(ids, "train")
+    return root
+
+
+def test_in_context_examples_from_a_dataset_reach_the_prompt(setup, qtbot, tmp_path):
+    viewer, widget = setup
+    widget.task_combo.setCurrentText("fracture")
+    backend = ScriptedBackend(json.dumps({"labels": [{"label": "cleavage facets"}]}))
+    _use(widget, backend)
+    widget.examples_edit.setText(str(_examples_dataset(tmp_path / "ds")))
+    widget.shots_spin.setValue(2)
+    widget.selection_combo.setCurrentText("random")
+    query = _image(48, 64, seed=7)
+    viewer.add_image(query, name="sem")
+    _run(widget, qtbot)
+
+    turns = backend.requests[0].turns
+    roles = [t.role for t in turns]
+    assert roles == ["system", "user", "assistant", "user", "assistant", "user"]
+    answers = [
+        json.loads("".join(p for p in t.parts if isinstance(p, str))) for t in turns if t.role == "assistant"
+    ]
+    # the corrected answer of each example, its box on the 0-1000 grid of a 64 x 48 image
+    assert answers[0]["labels"][0]["label"] == "cleavage facets"
+    assert answers[0]["labels"][0]["bbox_2d"] == [62, 83, 469, 417]
+    images = backend.requests[0].images()
+    assert len(images) == 3
+    sent_query = np.asarray(images[-1].convert("L"), dtype=float)
+    for example in images[:2]:  # examples are dataset images, never the query
+        assert np.abs(np.asarray(example.convert("L"), dtype=float) - sent_query).mean() > 20
+    assert widget.last_result is not None
+    assert widget.last_result.labels == ["cleavage facets"]
+
+
+def test_examples_without_reviewed_train_images_are_a_notification(setup, qtbot, tmp_path, notifications):
+    viewer, widget = setup
+    backend = ScriptedBackend(ANSWER)
+    _use(widget, backend)
+    widget.examples_edit.setText(str(_examples_dataset(tmp_path / "ds")))  # fracture images only
+    widget.shots_spin.setValue(3)
+    viewer.add_image(_image(), name="recon")
+    _run(widget, qtbot)
+    errors = [m for s, m in notifications() if s == "error"]
+    assert any("no reviewed 'ptychography' images in its train split" in m for m in errors)
+    assert backend.requests == []  # nothing was sent
+    assert not widget.busy
+
+    widget.examples_edit.setText("")
+    widget.analyze_button.click()  # no dataset: refused at once, before any worker starts
+    assert any("need a corrections dataset" in m for s, m in notifications() if s == "error")
+    assert not widget.busy

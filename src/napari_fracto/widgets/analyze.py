@@ -71,6 +71,10 @@ NO_POSITIONS_TIP = (
     "positions' and '... probe amplitude' layers."
 )
 DEVICES = ("auto", "cuda", "mps", "cpu")
+ADAPTER_TIP = (
+    "A LoRA adapter: pick one registered by training (for the task and model above) or type a folder. "
+    "With an OpenAI-compatible server: the served LoRA name."
+)
 CANVAS_LINE_CHARS = 40
 
 
@@ -156,14 +160,40 @@ class _Job:
     display: DisplayOptions | None = None
     geometry: ScanGeometry | None = None
     recon_settings: str = ""
+    examples: ExamplesChoice | None = None  # in-context examples from a corrections dataset
     built_backend: bool = False  # this job made its backend (rather than reusing the widget's)
 
     def run(self) -> AnalysisResult:
-        from napari_fracto.analysis import analyze_array
+        from napari_fracto.icl import example_chooser
 
         array = np.asarray(self.array)  # lazy (dask, zarr) planes load here, off the UI thread
         if self.amplitude is not None:  # phase + amplitude layers are one complex object again
             array = np.asarray(self.amplitude) * np.exp(1j * array.astype(np.float64))
+        ex = self.examples
+        # before the model loads: a dataset without reviewed train images fails fast
+        chooser = (
+            example_chooser(
+                ex.dataset,
+                self.task,
+                ex.shots,
+                ex.method,
+                self.context,
+                advice=self.advice,
+                max_image_tokens=self.settings.max_image_tokens,
+                cache=ex.cache,
+            )
+            if ex is not None
+            else None
+        )
+        try:
+            return self._analyze(array, chooser or ())
+        finally:
+            if chooser is not None:
+                chooser.close()
+
+    def _analyze(self, array: np.ndarray, examples: Any) -> AnalysisResult:
+        from napari_fracto.analysis import analyze_array
+
         if self.backend is None:
             self.backend = self.make_backend(self.settings, self.api_key)
             self.built_backend = True
@@ -180,9 +210,80 @@ class _Job:
             display=self.display,
             geometry=self.geometry,
             recon_settings=self.recon_settings,
+            examples=examples,
             cancel=self.cancel,
             progress=self.progress,
         )
+
+
+@dataclass(frozen=True)
+class ExamplesChoice:
+    """The Examples row: `shots` solved examples from `dataset`'s reviewed train images, by `method`."""
+
+    dataset: str
+    shots: int
+    method: str = "similar"
+    cache: Any = None  # an icl.FeatureCache kept by the widget, so features are computed once per image
+
+
+@dataclass(frozen=True)
+class AdapterChoice:
+    """One registered adapter as the Analyze widget lists it; `fits` is False for another base model."""
+
+    name: str
+    path: str
+    base_model: str
+    fits: bool
+    tooltip: str
+
+    @property
+    def text(self) -> str:
+        base = self.base_model.rstrip("/").rsplit("/", 1)[-1]
+        return f"{self.name} ({base})" if self.fits else f"{self.name} (for {base}, not this model)"
+
+
+def evaluation_summary(evaluation: dict[str, Any]) -> str:
+    """Base vs adapter on the test split, in one line per score ("" when the registry has none)."""
+    base, adapted = evaluation.get("base") or {}, evaluation.get("adapter") or {}
+    lines = []
+    for key, title in (
+        ("micro_f1", "micro-F1"),
+        ("macro_f1", "macro-F1"),
+        ("set_precision", "set precision"),
+    ):
+        a, b = adapted.get(key), base.get(key)
+        if isinstance(a, int | float):
+            was = f"base {b:.2f} → " if isinstance(b, int | float) else ""
+            lines.append(f"{title}: {was}adapter {a:.2f}")
+    n = adapted.get("n_images") or base.get("n_images")
+    if lines and n:
+        lines.insert(0, f"Test split ({n} images):")
+    return "\n".join(lines)
+
+
+def adapter_choices(task: str, model: str) -> list[AdapterChoice]:
+    """The adapters registered for `task` (newest first), marked when trained on another base model."""
+    from pathlib import Path
+
+    from napari_fracto.training.registry import list_adapters
+
+    wanted = Path(model.strip()).name if model.strip() else ""
+    out = []
+    for entry in list_adapters(task=task):
+        fits = not wanted or Path(entry.base_model).name == wanted
+        lines = [f"{entry.path}", f"Base model: {entry.base_model}", f"Method: {entry.method}"]
+        if entry.created_at:
+            lines.append(f"Trained: {entry.created_at}")
+        summary = evaluation_summary(entry.evaluation)
+        lines.append(summary or "No evaluation recorded.")
+        if not fits:
+            lines.insert(
+                0,
+                f"Trained on {entry.base_model}, not on the model set above ({model.strip()}): "
+                "set that model to use this adapter.",
+            )
+        out.append(AdapterChoice(entry.name, entry.path, entry.base_model, fits, "\n".join(lines)))
+    return out
 
 
 class AnalyzeWidget(QWidget):
@@ -285,11 +386,25 @@ class AnalyzeWidget(QWidget):
         self.model_browse.clicked.connect(lambda: self._browse_dir(self.model_edit, "Model folder"))
         self.base_url_edit = QLineEdit()
         self.base_url_edit.setPlaceholderText("empty = api.openai.com; e.g. http://localhost:8000/v1")
-        self.adapter_edit = QLineEdit()
-        self.adapter_edit.setPlaceholderText("optional LoRA adapter folder")
+        self.adapter_combo = QComboBox()
+        self.adapter_combo.setEditable(True)
+        self.adapter_combo.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
+        self.adapter_combo.lineEdit().setPlaceholderText("none; a fine-tuned adapter or a LoRA folder")
+        self.adapter_combo.setToolTip(ADAPTER_TIP)
+        self.adapter_combo.currentIndexChanged.connect(self._on_adapter_chosen)
+        self.adapter_combo.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+        )
+        self.adapter_combo.setMinimumContentsLength(12)
         self.adapter_browse = QToolButton()
         self.adapter_browse.setText("…")
-        self.adapter_browse.clicked.connect(lambda: self._browse_dir(self.adapter_edit, "Adapter folder"))
+        self.adapter_browse.setToolTip("Pick an adapter folder (holding adapter_config.json).")
+        self.adapter_browse.clicked.connect(self._browse_adapter)
+        self.adapter_refresh = QToolButton()
+        self.adapter_refresh.setText("⟳")
+        self.adapter_refresh.setToolTip("Look again for adapters registered by training.")
+        self.adapter_refresh.clicked.connect(self.refresh_adapters)
+        self.model_edit.editingFinished.connect(self.refresh_adapters)
         self.api_key_edit = QLineEdit()
         self.api_key_edit.setEchoMode(QLineEdit.EchoMode.Password)
         self.api_key_edit.setToolTip("Kept in memory only, never saved.")
@@ -306,7 +421,7 @@ class AnalyzeWidget(QWidget):
         mform.addRow("Backend", self.kind_combo)
         mform.addRow("Model", _row(self.model_edit, self.model_browse))
         mform.addRow("Base URL", self.base_url_edit)
-        mform.addRow("Adapter", _row(self.adapter_edit, self.adapter_browse))
+        mform.addRow("Adapter", _row(self.adapter_combo, self.adapter_browse, self.adapter_refresh))
         mform.addRow("API key", self.api_key_edit)
         mform.addRow("Device", self.device_combo)
         mform.addRow("Image tokens", self.tokens_spin)
@@ -315,6 +430,32 @@ class AnalyzeWidget(QWidget):
         # collapsed once a model is configured: the results need the room more than the settings
         self.model_section = _Section("Model", model, expanded=False)
         layout.addWidget(self.model_section)
+
+        examples = QWidget()
+        eform = QFormLayout(examples)
+        self.examples_edit = QLineEdit()
+        self.examples_edit.setPlaceholderText("corrections dataset folder")
+        self.examples_edit.setToolTip("Solved examples come from this dataset's reviewed train images.")
+        examples_browse = QToolButton()
+        examples_browse.setText("…")
+        examples_browse.clicked.connect(lambda: self._browse_dir(self.examples_edit, "Corrections dataset"))
+        self.shots_spin = QSpinBox()
+        self.shots_spin.setRange(0, 8)
+        self.shots_spin.setToolTip(
+            "Solved examples (image + corrected answer) put in the prompt before the image; 0 = none. "
+            "Never the image itself or a rotated copy of it."
+        )
+        self.selection_combo = QComboBox()
+        self.selection_combo.addItems(["similar", "random"])
+        self.selection_combo.setToolTip(
+            "similar: nearest by texture and by material / sample type; random: a seeded draw."
+        )
+        eform.addRow("Dataset", _row(self.examples_edit, examples_browse))
+        eform.addRow("Shots", self.shots_spin)
+        eform.addRow("Selection", self.selection_combo)
+        self.examples_section = _Section("Examples (in-context)", examples, expanded=False)
+        layout.addWidget(self.examples_section)
+        self._feature_cache: Any = None
 
         buttons = QHBoxLayout()
         self.analyze_button = QPushButton("Analyze")
@@ -377,17 +518,113 @@ class AnalyzeWidget(QWidget):
         if path:
             edit.setText(path)
 
+    def _browse_adapter(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Adapter folder", self.adapter_path())
+        if path:
+            self.set_adapter_path(path)
+
     def _on_kind_changed(self, kind: str) -> None:
         remote = kind == "openai"
         self.base_url_edit.setEnabled(remote)
         self.api_key_edit.setEnabled(remote)
         self.device_combo.setEnabled(not remote)
+        self.adapter_browse.setEnabled(not remote)
         self._update_key_placeholder()
+        self.refresh_adapters()
 
     def _on_task_changed(self, task: str) -> None:
         self.advice_check.setEnabled(task == "ptychography")
         self.recon_settings_edit.setEnabled(task == "ptychography")
         self.ptycho_section.setVisible(task == "ptychography")  # fractographers never need it
+        self.refresh_adapters()
+
+    # ---- adapters -------------------------------------------------------------------------------------
+    def refresh_adapters(self) -> None:
+        """List the adapters registered for this task; ones for another base model are shown greyed out.
+
+        Only the local backend lists them (a server names its own LoRA modules); a typed path stays.
+        """
+        if not hasattr(self, "adapter_combo"):
+            return  # signals fired while the form is still being built
+        current = self.adapter_path()
+        was_listed = any(c.path == current for c in getattr(self, "_adapter_choices", []))
+        choices: list[AdapterChoice] = []
+        if self.kind_combo.currentText() == "transformers":
+            try:
+                choices = adapter_choices(self.task_combo.currentText(), self.model_edit.text())
+            except (OSError, ValueError) as exc:  # an unreadable registry: say so, keep the typed path
+                logger.warning("Cannot list the registered adapters: %s", exc)
+        combo = self.adapter_combo
+        combo.blockSignals(True)
+        try:
+            combo.clear()
+            combo.addItem("", "")  # no adapter
+            for i, choice in enumerate(choices, start=1):
+                combo.addItem(choice.text, choice.path)
+                combo.setItemData(i, choice.tooltip, Qt.ItemDataRole.ToolTipRole)
+                if not choice.fits:
+                    item = combo.model().item(i)
+                    if item is not None:
+                        item.setEnabled(False)
+            self._adapter_choices = choices
+            still_fits = any(c.path == current and c.fits for c in choices)
+            # a listed adapter of another task or base model is dropped; a typed folder stays as typed
+            self.set_adapter_path(current if still_fits or not was_listed else "")
+        finally:
+            combo.blockSignals(False)
+
+    def adapter_path(self) -> str:
+        """The adapter the backend gets: a listed adapter's folder, a registered name's folder, or the
+        text as typed (a folder, or a served LoRA name)."""
+        combo = self.adapter_combo
+        text = combo.currentText().strip()
+        if not text:
+            return ""
+        index = combo.findText(text)
+        if index > 0 and combo.itemData(index):
+            return str(combo.itemData(index))
+        for choice in getattr(self, "_adapter_choices", []):
+            if choice.name == text and choice.fits:
+                return choice.path
+        return text
+
+    def set_adapter_path(self, path: str) -> None:
+        """Show `path` as its registered name when it is a listed adapter, else as typed."""
+        combo = self.adapter_combo
+        index = combo.findData(path) if path else 0
+        if index >= 0:
+            combo.setCurrentIndex(index)
+        else:
+            combo.setCurrentIndex(0)
+            combo.setEditText(path)
+        self._on_adapter_chosen()
+
+    def _on_adapter_chosen(self, *_: Any) -> None:
+        """The chosen adapter's base model and evaluation as the field's tooltip."""
+        path = self.adapter_path()
+        choice = next((c for c in getattr(self, "_adapter_choices", []) if c.path == path), None)
+        self.adapter_combo.setToolTip(choice.tooltip if choice is not None else ADAPTER_TIP)
+
+    def showEvent(self, event: Any) -> None:
+        # a training run may have registered an adapter since the dock was last shown
+        self.refresh_adapters()
+        super().showEvent(event)
+
+    def examples_choice(self) -> ExamplesChoice | None:
+        """The Examples row, or None when no examples are asked for (shots 0)."""
+        shots = self.shots_spin.value()
+        if shots <= 0:
+            return None
+        if self._feature_cache is None:
+            from napari_fracto.icl import FeatureCache
+
+            self._feature_cache = FeatureCache()
+        return ExamplesChoice(
+            self.examples_edit.text().strip(),
+            shots,
+            self.selection_combo.currentText(),
+            self._feature_cache,
+        )
 
     def _update_key_placeholder(self) -> None:
         import os
@@ -526,7 +763,8 @@ class AnalyzeWidget(QWidget):
         self.kind_combo.setCurrentText(s.kind)
         self.model_edit.setText(s.model)
         self.base_url_edit.setText(s.base_url)
-        self.adapter_edit.setText(s.adapter)
+        self.refresh_adapters()
+        self.set_adapter_path(s.adapter)
         self.device_combo.setCurrentText(s.device)
         self.tokens_spin.setValue(s.max_image_tokens)
         self._on_kind_changed(s.kind)
@@ -539,7 +777,7 @@ class AnalyzeWidget(QWidget):
                 "kind": self.kind_combo.currentText(),
                 "model": self.model_edit.text().strip(),
                 "base_url": self.base_url_edit.text().strip(),
-                "adapter": self.adapter_edit.text().strip(),
+                "adapter": self.adapter_path(),
                 "device": self.device_combo.currentText(),
                 "max_image_tokens": self.tokens_spin.value(),
             }
@@ -585,6 +823,14 @@ class AnalyzeWidget(QWidget):
             self.model_section.set_expanded(True)
             show_error("Enter a model: a Hugging Face id, a local model folder, or the served model name.")
             return
+        examples = self.examples_choice()
+        if examples is not None and not examples.dataset:
+            self.examples_section.set_expanded(True)
+            show_error(
+                f"{examples.shots} in-context example(s) need a corrections dataset: pick its folder under "
+                "'Examples', or set Shots to 0."
+            )
+            return
         from napari_fracto.settings import save_settings
 
         try:
@@ -620,6 +866,7 @@ class AnalyzeWidget(QWidget):
             display=self.display_options(),
             geometry=parts.geometry if parts is not None else None,
             recon_settings=self.recon_settings_edit.toPlainText().strip() if task == "ptychography" else "",
+            examples=examples,
         )
         self._start(job, layer, plane)
 
