@@ -137,3 +137,89 @@ def test_saved_review_reads_back_as_it_was_left(tmp_path):
     assert not back.dirty
     assert record.reviewer == "ana"
     assert record.raw_text == '{"labels": []}'
+
+
+ADVICE = tuple(load_vocabulary("ptychography-advice").names())
+PTYCHO = tuple(load_vocabulary("ptychography").names())
+
+
+def _ptycho_session(**kwargs) -> ReviewSession:
+    prediction = AnalysisResult(
+        task="ptychography",
+        findings=[Finding("Grid artifacts", 0.9, None)],
+        raw_text="{}",
+        backend="openai",
+        model="m",
+        adapter=None,
+        prompt_version="p1",
+        vocabulary_version="1.0",
+        seconds=1.0,
+        image_shape=(64, 64),
+        advice=["Enable position correction", "Increase the number of iterations"],
+    )
+    return ReviewSession("ptychography", prediction, labels=PTYCHO, advice_labels=ADVICE, **kwargs)
+
+
+def test_advice_is_accepted_rejected_added_and_undone_like_labels():
+    assert "Increase number of probe modes" in ADVICE
+    s = _ptycho_session()
+    first, second = (a.id for a in s.advice)
+    assert [a.status for a in s.advice] == ["pending", "pending"]
+    assert s.kept_advice() == ["Enable position correction", "Increase the number of iterations"]
+    assert not s.dirty
+
+    s.reject_advice(second)
+    added = s.add_advice("Increase number of probe modes")
+    s.accept_advice(first)
+    assert [a.status for a in s.advice] == ["accepted", "rejected", "added"]
+    assert s.kept_advice() == ["Enable position correction", "Increase number of probe modes"]
+    assert s.save_kwargs()["advice"] == s.kept_advice()
+    assert s.dirty
+
+    assert s.undo() == "accept advice"
+    assert s.undo() == "add advice"
+    assert s.kept_advice() == ["Enable position correction"]
+    assert s.redo() == "add advice"
+    assert s.kept_advice() == ["Enable position correction", "Increase number of probe modes"]
+    s.reject_advice(added)  # the reviewer's own suggestion is removed, not kept as rejected
+    assert [a.text for a in s.advice] == ["Enable position correction", "Increase the number of iterations"]
+    assert s.add_advice("Increase the number of iterations") == second  # re-adding takes the rejection back
+    assert s.kept_advice() == ["Enable position correction", "Increase the number of iterations"]
+
+    with pytest.raises(ReviewError, match="not a reconstruction suggestion"):
+        s.add_advice("Buy a better detector")
+    with pytest.raises(ReviewError, match="choose a suggestion"):
+        s.add_advice(" ")
+
+
+def test_accept_all_keeps_advice_rejections_in_one_step():
+    s = _ptycho_session()
+    s.reject_advice(s.advice[0].id)
+    s.accept_all()
+    assert [a.status for a in s.advice] == ["rejected", "accepted"]
+    assert s.undo() == "accept all"
+    assert [a.status for a in s.advice] == ["rejected", "pending"]
+
+
+def test_saved_advice_reads_back_as_it_was_left(tmp_path):
+    import numpy as np
+
+    ds = Dataset.create(tmp_path / "ds")
+    image_id = ds.add_image(np.zeros((64, 64), np.uint8), task="ptychography")
+    s = _ptycho_session(image_size=(64, 64))
+    s.reject_advice(s.advice[0].id)
+    s.add_advice("Increase number of probe modes")
+    record = ds.save_review(image_id, "ptychography", **s.save_kwargs("ana"))
+    assert list(record.advice) == ["Increase the number of iterations", "Increase number of probe modes"]
+    assert list(record.predicted_advice) == [
+        "Enable position correction",
+        "Increase the number of iterations",
+    ]
+    back = ReviewSession.from_review(ds.latest_review(image_id), labels=PTYCHO, advice_labels=ADVICE)
+    assert [(a.text, a.status) for a in back.advice] == [
+        ("Enable position correction", "rejected"),
+        ("Increase the number of iterations", "accepted"),
+        ("Increase number of probe modes", "added"),
+    ]
+    assert not back.dirty
+    ds.close()

@@ -6,6 +6,6 @@ viewer and the Review widget stays a thin shell around it.
 """
 
 from napari_fracto.review.queue import QueueEntry, QueueError, ReviewQueue
-from napari_fracto.review.session import ReviewError, ReviewSession, Row
+from napari_fracto.review.session import AdviceItem, ReviewError, ReviewSession, Row
 
-__all__ = ["QueueEntry", "QueueError", "ReviewError", "ReviewQueue", "ReviewSession", "Row"]
+__all__ = ["AdviceItem", "QueueEntry", "QueueError", "ReviewError", "ReviewQueue", "ReviewSession", "Row"]

@@ -64,11 +64,12 @@ def review_shapes(
 
 
 def review_metadata(session: ReviewSession) -> dict[str, Any]:
-    """What the writer needs beyond the boxes: the image-level labels of the review."""
+    """What the writer needs beyond the boxes: the image-level labels and the kept advice of the review."""
     return {
         "task": session.task,
         "image_id": session.image_id,
         "image_level": [r.label for r in session.rows if r.box is None and not r.rejected],
+        "advice": session.kept_advice(),
     }
 
 

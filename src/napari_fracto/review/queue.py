@@ -188,15 +188,23 @@ class ReviewQueue:
     def latest_review(self, index: int) -> ReviewRecord | None:
         return self.dataset.latest_review(self.entries[index].image_id, self.task)
 
-    def session(self, index: int, labels: Sequence[str] = ()) -> ReviewSession:
+    def session(
+        self, index: int, labels: Sequence[str] = (), advice_labels: Sequence[str] = ()
+    ) -> ReviewSession:
         """The review of image `index` as last saved (or its stored prediction, or empty)."""
         entry = self.entries[index]
         image = self.dataset.image(entry.image_id)
         size = (image.height, image.width)
         review = self.latest_review(index)
         if review is None:
-            return ReviewSession(self.task, labels=labels, image_size=size, image_id=entry.image_id)
-        return ReviewSession.from_review(review, labels=labels, image_size=size)
+            return ReviewSession(
+                self.task,
+                labels=labels,
+                image_size=size,
+                image_id=entry.image_id,
+                advice_labels=advice_labels,
+            )
+        return ReviewSession.from_review(review, labels=labels, image_size=size, advice_labels=advice_labels)
 
     def save(
         self,

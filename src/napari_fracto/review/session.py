@@ -9,6 +9,10 @@ Saved form (what `Dataset.save_review` receives): `corrected` lists the kept pre
 model's order, then the added findings in the order they were added; `decisions` has one entry per
 predicted finding. `from_review` reads that convention back, so reopening a saved review shows it as
 it was left. Corrected findings carry no confidence: they are the reviewer's answer, not the model's.
+
+Reconstruction advice (ptychography) is reviewed the same way: each predicted suggestion is accepted or
+rejected, missed ones are added from the advice vocabulary, and the kept ones are saved as `advice`.
+Advice edits share the undo log with the findings.
 """
 
 from __future__ import annotations
@@ -73,6 +77,31 @@ class Row:
         return Finding(label=self.label, confidence=None, box=self.box)
 
 
+@dataclass(frozen=True)
+class AdviceItem:
+    """One reconstruction suggestion: predicted by the model (`predicted`) or added by the reviewer."""
+
+    id: int
+    text: str
+    predicted: bool = False
+    decision: Decision = Decision.PENDING
+
+    @property
+    def kept(self) -> bool:
+        return self.decision is not Decision.REJECTED
+
+    @property
+    def status(self) -> str:
+        """What the list shows: added, accepted, rejected or pending."""
+        if not self.predicted:
+            return "added"
+        return self.decision.value
+
+
+#: what one undo step restores: the findings and the advice
+_State = tuple[tuple[Row, ...], tuple[AdviceItem, ...]]
+
+
 def _check_box(box: Box, size: tuple[int, int] | None) -> Box:
     """Ordered, finite and (when the image size is known) clamped to the image."""
     x1, y1, x2, y2 = (float(v) for v in box.as_list())
@@ -99,11 +128,14 @@ class ReviewSession:
         image_size: tuple[int, int] | None = None,
         image_id: str = "",
         notes: str = "",
+        advice_labels: Sequence[str] = (),
     ) -> None:
-        """`labels` is the task's vocabulary (empty: any label); `image_size` is (height, width)."""
+        """`labels` is the task's vocabulary (empty: any label); `image_size` is (height, width);
+        `advice_labels` the advice vocabulary (empty: any suggestion)."""
         self.task = task
         self.prediction = prediction
         self.labels = tuple(labels)
+        self.advice_labels = tuple(advice_labels)
         self.image_size = image_size
         self.image_id = image_id
         self.notes = notes
@@ -113,9 +145,14 @@ class ReviewSession:
             rows.append(Row(id=i, label=f.label, box=box, predicted=i, original=replace(f, box=box)))
         self._rows: tuple[Row, ...] = tuple(rows)
         self._next_id = len(rows)
-        self._undo: list[tuple[str, tuple[Row, ...]]] = []
-        self._redo: list[tuple[str, tuple[Row, ...]]] = []
-        self._saved: tuple[Row, ...] = self._rows
+        predicted_advice = prediction.advice if prediction else ()
+        self._advice: tuple[AdviceItem, ...] = tuple(
+            AdviceItem(id=i, text=str(text), predicted=True) for i, text in enumerate(predicted_advice)
+        )
+        self._next_advice_id = len(self._advice)
+        self._undo: list[tuple[str, _State]] = []
+        self._redo: list[tuple[str, _State]] = []
+        self._saved: _State = self._state()
         self._saved_notes = notes
 
     # ---- building -------------------------------------------------------------------------------------
@@ -126,6 +163,7 @@ class ReviewSession:
         *,
         labels: Sequence[str] = (),
         image_size: tuple[int, int] | None = None,
+        advice_labels: Sequence[str] = (),
     ) -> ReviewSession:
         """The session a saved review (or stored prediction) describes, ready to continue editing."""
         prediction = prediction_of(record)
@@ -136,6 +174,7 @@ class ReviewSession:
             image_size=image_size,
             image_id=record.image_id,
             notes=record.notes,
+            advice_labels=advice_labels,
         )
         if record.status.value != "reviewed":
             return session  # a stored prediction or a skipped image: nothing decided yet
@@ -157,7 +196,22 @@ class ReviewSession:
             box = _check_box(f.box, image_size) if f.box is not None else None
             rows.append(Row(id=session._next_id, label=f.label, box=box))
             session._next_id += 1
-        session._rows = session._saved = tuple(rows)
+        session._rows = tuple(rows)
+        # advice: a predicted suggestion in the saved advice was kept, one missing was rejected,
+        # the rest the reviewer added
+        kept = list(record.advice)
+        advice = []
+        for item in session._advice:
+            if item.text in kept:
+                kept.remove(item.text)
+                advice.append(replace(item, decision=Decision.ACCEPTED))
+            else:
+                advice.append(replace(item, decision=Decision.REJECTED))
+        for text in kept:
+            advice.append(AdviceItem(id=session._next_advice_id, text=text))
+            session._next_advice_id += 1
+        session._advice = tuple(advice)
+        session._saved = session._state()
         return session
 
     # ---- reading --------------------------------------------------------------------------------------
@@ -174,6 +228,21 @@ class ReviewSession:
     def shown_boxes(self) -> list[Row]:
         """Rows drawn on the canvas: kept findings with a box (rejected ones leave the canvas)."""
         return [r for r in self._rows if r.box is not None and not r.rejected]
+
+    @property
+    def advice(self) -> tuple[AdviceItem, ...]:
+        """The predicted and added reconstruction suggestions, rejected ones included (with their status)."""
+        return self._advice
+
+    def advice_item(self, advice_id: int) -> AdviceItem:
+        for item in self._advice:
+            if item.id == advice_id:
+                return item
+        raise ReviewError(f"no suggestion #{advice_id} in this review; it may have been removed")
+
+    def kept_advice(self) -> list[str]:
+        """The advice the model should have given: kept predicted suggestions, then added ones."""
+        return [item.text for item in self._advice if item.kept]
 
     def corrected(self) -> list[Finding]:
         """The answer the model should have given: kept predicted findings, then added ones."""
@@ -200,10 +269,10 @@ class ReviewSession:
     @property
     def dirty(self) -> bool:
         """True when there are edits since loading or the last `mark_saved`."""
-        return self._rows != self._saved or self.notes != self._saved_notes
+        return self._state() != self._saved or self.notes != self._saved_notes
 
     def mark_saved(self) -> None:
-        self._saved = self._rows
+        self._saved = self._state()
         self._saved_notes = self.notes
 
     def save_kwargs(self, reviewer: str | None = None) -> dict[str, Any]:
@@ -212,6 +281,7 @@ class ReviewSession:
             "corrected": self.corrected(),
             "prediction": self.prediction,
             "decisions": self.decisions(),
+            "advice": self.kept_advice(),
             "notes": self.notes,
             "reviewer": reviewer or None,
         }
@@ -229,26 +299,35 @@ class ReviewSession:
         """Take back the last edit; returns what was undone (for the status line) or None."""
         if not self._undo:
             return None
-        what, rows = self._undo.pop()
-        self._redo.append((what, self._rows))
-        self._rows = rows
+        what, state = self._undo.pop()
+        self._redo.append((what, self._state()))
+        self._rows, self._advice = state
         return what
 
     def redo(self) -> str | None:
         if not self._redo:
             return None
-        what, rows = self._redo.pop()
-        self._undo.append((what, self._rows))
-        self._rows = rows
+        what, state = self._redo.pop()
+        self._undo.append((what, self._state()))
+        self._rows, self._advice = state
         return what
 
-    def _commit(self, what: str, rows: Iterable[Row]) -> bool:
-        rows = tuple(rows)
-        if rows == self._rows:
+    def _state(self) -> _State:
+        return (self._rows, self._advice)
+
+    def _commit(
+        self, what: str, rows: Iterable[Row] | None = None, advice: Iterable[AdviceItem] | None = None
+    ) -> bool:
+        """Make one undo step of new rows and/or advice; False (no step) when nothing changes."""
+        state = (
+            self._rows if rows is None else tuple(rows),
+            self._advice if advice is None else tuple(advice),
+        )
+        if state == self._state():
             return False
-        self._undo.append((what, self._rows))
+        self._undo.append((what, self._state()))
         self._redo.clear()
-        self._rows = rows
+        self._rows, self._advice = state
         return True
 
     def _replace_row(self, what: str, row_id: int, **changes: Any) -> bool:
@@ -276,12 +355,16 @@ class ReviewSession:
         return self._replace_row("reject", row_id, decision=Decision.REJECTED)
 
     def accept_all(self) -> bool:
-        """Accept every predicted finding still pending (rejections stay); one undo step."""
+        """Accept every predicted finding and suggestion still pending (rejections stay); one undo step."""
         rows = (
             replace(r, decision=Decision.ACCEPTED) if not r.added and r.decision is Decision.PENDING else r
             for r in self._rows
         )
-        return self._commit("accept all", rows)
+        advice = (
+            replace(a, decision=Decision.ACCEPTED) if a.predicted and a.decision is Decision.PENDING else a
+            for a in self._advice
+        )
+        return self._commit("accept all", rows, advice)
 
     def relabel(self, row_id: int, label: str) -> bool:
         label = self.check_label(label)
@@ -319,6 +402,47 @@ class ReviewSession:
             return self._replace_row("delete", row_id, decision=Decision.REJECTED)
         return self._commit("delete", (r for r in self._rows if r.id != row_id))
 
+    # ---- advice edits ---------------------------------------------------------------------------------
+    def check_advice(self, text: str) -> str:
+        text = (text or "").strip()
+        if not text:
+            raise ReviewError("choose a suggestion first")
+        if self.advice_labels and text not in self.advice_labels:
+            raise ReviewError(
+                f"{text!r} is not a reconstruction suggestion; choose one of: {', '.join(self.advice_labels)}"
+            )
+        return text
+
+    def _replace_advice(self, what: str, advice_id: int, **changes: Any) -> bool:
+        self.advice_item(advice_id)  # a clear error for an unknown id
+        return self._commit(
+            what, advice=(replace(a, **changes) if a.id == advice_id else a for a in self._advice)
+        )
+
+    def accept_advice(self, advice_id: int) -> bool:
+        if not self.advice_item(advice_id).predicted:
+            return False  # the reviewer's own suggestion needs no acceptance
+        return self._replace_advice("accept advice", advice_id, decision=Decision.ACCEPTED)
+
+    def reject_advice(self, advice_id: int) -> bool:
+        """Reject a predicted suggestion; an added one is simply removed."""
+        if not self.advice_item(advice_id).predicted:
+            return self._commit("remove advice", advice=(a for a in self._advice if a.id != advice_id))
+        return self._replace_advice("reject advice", advice_id, decision=Decision.REJECTED)
+
+    def add_advice(self, text: str) -> int:
+        """Add a suggestion the model missed; returns its id (a rejected prediction of it is accepted)."""
+        text = self.check_advice(text)
+        for a in self._advice:
+            if a.text == text:
+                if not a.kept:
+                    self._replace_advice("add advice", a.id, decision=Decision.ACCEPTED)
+                return a.id
+        advice_id = self._next_advice_id
+        self._next_advice_id += 1
+        self._commit("add advice", advice=(*self._advice, AdviceItem(id=advice_id, text=text)))
+        return advice_id
+
     def apply_layer(self, boxes: Mapping[int, Box], new: Sequence[tuple[str, Box]] = ()) -> list[int]:
         """Bring the review in line with the Shapes layer in one undo step; returns the ids of `new`.
 
@@ -350,7 +474,7 @@ class ReviewSession:
 
 def prediction_of(record: ReviewRecord) -> AnalysisResult | None:
     """The model output a stored review was made from, or None for a review without a prediction."""
-    if not record.predicted and not record.raw_text and not record.model:
+    if not record.predicted and not record.predicted_advice and not record.raw_text and not record.model:
         return None
     return AnalysisResult(
         task=record.task,
