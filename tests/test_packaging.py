@@ -75,7 +75,8 @@ def test_import_is_light():
     """napari imports the plugin at start-up: torch, transformers, openai and Qt must load lazily."""
     code = (
         "import sys, napari_fracto, napari_fracto.cli, napari_fracto.analysis, napari_fracto.io.readers;"
-        "heavy = [m for m in ('torch', 'transformers', 'openai', 'qtpy', 'PyQt6', 'peft') if m in sys.modules];"
+        "heavy = ('torch', 'transformers', 'openai', 'qtpy', 'PyQt6', 'peft');"
+        "heavy = [m for m in heavy if m in sys.modules];"
         "print(','.join(heavy))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
