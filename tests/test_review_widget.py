@@ -220,3 +220,98 @@ def test_every_key_is_documented_in_the_tooltip_and_docs(make_napari_viewer, qtb
     for key, _, _ in KEYS:
         assert key in w.toolTip()
         assert f"`{key}`" in docs, f"key {key} missing from docs/review.md"
+
+
+def _ptycho_results(tmp_path, n=2):
+    """n tiny ptychography phase images and results with a verdict and two suggested fixes each."""
+    import tifffile
+
+    lines = []
+    for i in range(n):
+        path = tmp_path / f"recon{i}.tif"
+        tifffile.imwrite(path, np.random.default_rng(i).random((32, 32)).astype(np.float32))
+        result = AnalysisResult(
+            task="ptychography",
+            findings=[Finding("Grid artifacts", 0.9, None)],
+            raw_text=f"answer {i}",
+            backend="openai",
+            model="test-model",
+            adapter=None,
+            prompt_version="p1",
+            vocabulary_version="1.0",
+            seconds=0.1,
+            image_shape=(32, 32),
+            source=str(path),
+            advice=["Enable position correction", "Increase the number of iterations"],
+        )
+        lines.append(json.dumps(result.to_record()))
+    results = tmp_path / "results.jsonl"
+    results.write_text("\n".join(lines) + "\n")
+    return results
+
+
+def test_advice_is_shown_corrected_undone_and_saved(make_napari_viewer, qtbot, tmp_path):
+    viewer, w = _widget(make_napari_viewer, qtbot, tmp_path / "ds")
+    w.task_combo.setCurrentText("ptychography")
+    assert w.open_source(_ptycho_results(tmp_path))
+    assert w.advice_box.isVisibleTo(w)
+    table = w.advice_table
+    shown = [(table.item(i, 0).text(), table.item(i, 1).text()) for i in range(table.rowCount())]
+    assert shown == [
+        ("Enable position correction", "pending"),
+        ("Increase the number of iterations", "pending"),
+    ]
+    advice_vocab = load_vocabulary("ptychography-advice").names()
+    assert [w.advice_combo.itemText(i) for i in range(w.advice_combo.count())] == advice_vocab
+
+    table.selectRow(1)
+    w.reject_advice_button.click()
+    assert table.item(1, 1).text() == "rejected"
+    assert table.item(1, 0).font().strikeOut()
+    w.advice_combo.setCurrentText("Increase number of probe modes")
+    w.add_advice_button.click()
+    assert table.item(2, 0).text() == "Increase number of probe modes"
+    assert table.item(2, 1).text() == "added"
+
+    # Ctrl+Z takes back the added advice, Ctrl+Shift+Z brings it back: one log with the findings
+    _press(viewer, qtbot, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert table.rowCount() == 2
+    assert w.status_label.text() == "Undone: add advice"
+    _press(
+        viewer, qtbot, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier
+    )
+    assert table.rowCount() == 3
+
+    image_id = w.queue.current.image_id
+    _press(viewer, qtbot, Qt.Key.Key_W)  # save
+    record = w.dataset.latest_review(image_id)
+    assert list(record.advice) == ["Enable position correction", "Increase number of probe modes"]
+    assert list(record.predicted_advice) == [
+        "Enable position correction",
+        "Increase the number of iterations",
+    ]
+
+    # G on the next image accepts its pending advice with its findings
+    _press(viewer, qtbot, Qt.Key.Key_N)
+    second = w.queue.current.image_id
+    _press(viewer, qtbot, Qt.Key.Key_G)
+    assert list(w.dataset.latest_review(second).advice) == [
+        "Enable position correction",
+        "Increase the number of iterations",
+    ]
+
+    # back on the first image, the saved advice reads back as it was left
+    w.show_image(0)
+    shown = [(table.item(i, 0).text(), table.item(i, 1).text()) for i in range(table.rowCount())]
+    assert shown == [
+        ("Enable position correction", "pending"),  # never explicitly accepted: kept, as saved
+        ("Increase the number of iterations", "rejected"),
+        ("Increase number of probe modes", "added"),
+    ]
+
+
+def test_advice_panel_is_hidden_for_a_task_without_advice(make_napari_viewer, qtbot, tmp_path):
+    _viewer, w = _widget(make_napari_viewer, qtbot, tmp_path / "ds")
+    assert w.open_source(_results(tmp_path))
+    assert not w.advice_box.isVisibleTo(w)
+    assert w.advice_table.rowCount() == 0

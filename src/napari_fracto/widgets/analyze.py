@@ -41,6 +41,7 @@ from napari_fracto.findings import AnalysisContext, AnalysisResult
 from napari_fracto.widgets._common import (
     Outcome,
     ProgressRelay,
+    analysis_tasks,
     run_catching,
     show_error,
     show_info,
@@ -320,15 +321,13 @@ class AnalyzeWidget(QWidget):
 
     # ---- UI -------------------------------------------------------------------------------------------
     def _build_ui(self) -> None:
-        from napari_fracto.vocabulary import available_tasks
-
         layout = QVBoxLayout(self)
         form = QFormLayout()
         self.image_combo = QComboBox()
         self.image_combo.setToolTip("The image layer to analyse; for a stack, the plane on screen.")
         self.image_combo.currentTextChanged.connect(self._update_display)
         self.task_combo = QComboBox()
-        self.task_combo.addItems(list(available_tasks()))
+        self.task_combo.addItems(analysis_tasks())
         self.task_combo.currentTextChanged.connect(self._on_task_changed)
         form.addRow("Image", self.image_combo)
         form.addRow("Task", self.task_combo)

@@ -32,7 +32,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_fracto.widgets._common import show_error, show_info, show_warning
+from napari_fracto.widgets._common import analysis_tasks, show_error, show_info, show_warning
 
 if TYPE_CHECKING:
     import napari
@@ -81,6 +81,7 @@ class ReviewWidget(QWidget):
         self._layers: list[Any] = []
         self._sessions: dict[str, ReviewSession] = {}  # unsaved edits survive next / previous
         self._vocab: Any = None
+        self._advice_names: list[str] = []  # the advice vocabulary when the task has one
         self._syncing = False
         self._build_ui()
         self._bind_keys()
@@ -89,7 +90,6 @@ class ReviewWidget(QWidget):
     # ---- UI -------------------------------------------------------------------------------------------
     def _build_ui(self) -> None:
         from napari_fracto.dataset.core import default_reviewer
-        from napari_fracto.vocabulary import available_tasks
 
         self.setToolTip(keys_help())
         layout = QVBoxLayout(self)
@@ -102,7 +102,7 @@ class ReviewWidget(QWidget):
         browse.clicked.connect(self._browse_dataset)
         form.addRow("Dataset", _row(self.dataset_edit, browse))
         self.task_combo = QComboBox()
-        self.task_combo.addItems(list(available_tasks()))
+        self.task_combo.addItems(analysis_tasks())
         form.addRow("Task", self.task_combo)
         self.reviewer_edit = QLineEdit(default_reviewer())
         self.reviewer_edit.setToolTip("Recorded with every review you save.")
@@ -155,6 +155,36 @@ class ReviewWidget(QWidget):
         hint = QLabel("Draw a box: select the findings layer, press R and drag; it gets the label above.")
         hint.setWordWrap(True)
         layout.addWidget(hint)
+
+        # reconstruction advice (ptychography): reviewed like the labels, saved as the review's advice
+        self.advice_box = QWidget()
+        advice_layout = QVBoxLayout(self.advice_box)
+        advice_layout.setContentsMargins(0, 0, 0, 0)
+        title = QLabel("Reconstruction advice")
+        title.setStyleSheet("font-weight: bold")
+        advice_layout.addWidget(title)
+        self.advice_table = QTableWidget(0, 2)
+        self.advice_table.setHorizontalHeaderLabels(["Suggestion", "Status"])
+        self.advice_table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.advice_table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.advice_table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
+        self.advice_table.setSelectionMode(QTableWidget.SelectionMode.SingleSelection)
+        self.advice_table.verticalHeader().setVisible(False)
+        self.advice_table.setMaximumHeight(120)
+        self.advice_table.setToolTip("The model's suggested changes to the reconstruction, and yours.")
+        advice_layout.addWidget(self.advice_table)
+        self.accept_advice_button = QPushButton("Accept advice")
+        self.accept_advice_button.clicked.connect(self.accept_selected_advice)
+        self.reject_advice_button = QPushButton("Reject advice")
+        self.reject_advice_button.clicked.connect(self.reject_selected_advice)
+        advice_layout.addWidget(_row(self.accept_advice_button, self.reject_advice_button))
+        self.advice_combo = QComboBox()
+        self.advice_combo.setToolTip("A suggestion the model missed (PtychoBench's advice classes).")
+        self.add_advice_button = QPushButton("Add advice")
+        self.add_advice_button.clicked.connect(lambda: self.add_advice(self.advice_combo.currentText()))
+        advice_layout.addWidget(_row(self.advice_combo, self.add_advice_button))
+        self.advice_box.setVisible(False)
+        layout.addWidget(self.advice_box)
 
         self.notes_edit = QPlainTextEdit()
         self.notes_edit.setPlaceholderText("Notes on this image (saved with the review)")
@@ -229,6 +259,9 @@ class ReviewWidget(QWidget):
             self.reject_button,
             self.relabel_button,
             self.add_label_button,
+            self.accept_advice_button,
+            self.reject_advice_button,
+            self.add_advice_button,
         ):
             b.setEnabled(has_image)
         self.undo_button.setEnabled(has_image and self.session.can_undo)
@@ -330,6 +363,10 @@ class ReviewWidget(QWidget):
         self.label_combo.clear()
         self.label_combo.addItems(self._vocab.names())
         self.label_combo.blockSignals(False)
+        self._advice_names = advice_names(queue.task)
+        self.advice_combo.clear()
+        self.advice_combo.addItems(self._advice_names)
+        self.advice_box.setVisible(bool(self._advice_names))
         if queue.problems:
             show_warning(f"{len(queue.problems)} item(s) left out: " + "; ".join(queue.problems[:3]))
         start = queue.position
@@ -353,7 +390,9 @@ class ReviewWidget(QWidget):
         try:
             path = self.dataset.image_path(entry.image_id)
             layer_data = read_file(path)
-            session = self._sessions.get(entry.image_id) or self.queue.session(index, self._vocab.names())
+            session = self._sessions.get(entry.image_id) or self.queue.session(
+                index, self._vocab.names(), self._advice_names
+            )
         except (ValueError, OSError) as exc:
             show_error(f"Cannot show {entry.name}: {exc}")
             return False
@@ -496,12 +535,40 @@ class ReviewWidget(QWidget):
                 self.table.selectRow(i)
         if selected is None and session.rows:
             self.table.selectRow(0)
+        self._fill_advice(session)
         layer = self.shapes_layer
         if layer is not None:
             from napari_fracto.review.layer import REVIEW_METADATA, review_metadata
 
             layer.metadata[REVIEW_METADATA] = review_metadata(session)
         self._set_enabled()
+
+    def _fill_advice(self, session: ReviewSession) -> None:
+        selected = self.selected_advice_id()
+        table = self.advice_table
+        table.setRowCount(len(session.advice))
+        for i, item in enumerate(session.advice):
+            for col, text in enumerate((item.text, item.status)):
+                cell = QTableWidgetItem(text)
+                if not item.kept:
+                    font = cell.font()
+                    font.setStrikeOut(True)  # a rejected suggestion stays visible, crossed out
+                    cell.setFont(font)
+                table.setItem(i, col, cell)
+            if item.id == selected:
+                table.selectRow(i)
+        if selected is None and session.advice:
+            table.selectRow(0)
+
+    def selected_advice_id(self) -> int | None:
+        if self.session is None:
+            return None
+        model = self.advice_table.selectionModel()
+        rows = model.selectedRows() if model else []
+        if not rows:
+            return None
+        i = rows[0].row()
+        return self.session.advice[i].id if i < len(self.session.advice) else None
 
     def selected_row_id(self) -> int | None:
         if self.session is None:
@@ -571,6 +638,17 @@ class ReviewWidget(QWidget):
 
     def add_image_label(self, label: str) -> bool:
         return self._edit(self.session.add_label, label) if self.session else False
+
+    def accept_selected_advice(self) -> bool:
+        advice_id = self.selected_advice_id()
+        return advice_id is not None and self._edit(self.session.accept_advice, advice_id)
+
+    def reject_selected_advice(self) -> bool:
+        advice_id = self.selected_advice_id()
+        return advice_id is not None and self._edit(self.session.reject_advice, advice_id)
+
+    def add_advice(self, text: str) -> bool:
+        return self._edit(self.session.add_advice, text) if self.session else False
 
     def undo(self) -> None:
         if self.session is not None and (what := self.session.undo()):
@@ -658,6 +736,20 @@ class ReviewWidget(QWidget):
             self.dataset.close()
             self.dataset = None
         super().closeEvent(event)
+
+
+def advice_names(task: str) -> list[str]:
+    """The advice vocabulary of `task` (`<task>-advice`, e.g. ptychography's), or [] when it has none."""
+    from napari_fracto.vocabulary import available_tasks, load_vocabulary
+
+    name = f"{task}-advice"
+    if name not in available_tasks():
+        return []
+    try:
+        return list(load_vocabulary(name).names())
+    except (LookupError, ValueError) as exc:
+        show_warning(f"The advice vocabulary {name!r} cannot be read ({exc}); advice is not reviewed.")
+        return []
 
 
 def _row(*widgets: QWidget) -> QWidget:
