@@ -176,20 +176,14 @@ def test_ring_ratio_from_the_sorted_grid_equals_the_full_mask(shape):
         assert _axis_peak_ratio(power, period, rings) == pytest.approx(_ratio_with_full_masks(power, period))
 
 
-def test_step_search_on_a_large_object_takes_seconds_not_tens():
-    """The search used to rebuild the frequency grid per candidate period: 12 s on 1024 x 1024."""
-    import time
-
+def test_step_search_finds_the_grid_on_a_large_object_without_positions():
+    """A 1024 x 1024 object with no scan positions: the step is searched (its speed: benchmarks/)."""
     rng = np.random.default_rng(0)
     yy, xx = np.indices((1024, 1024))
     phase = rng.normal(0, 0.05, (1024, 1024)) + 0.05 * (
         np.cos(2 * np.pi * yy / 8) + np.cos(2 * np.pi * xx / 8)
     )
-    obj = np.exp(1j * phase).astype(np.complex64)
-    started = time.perf_counter()
-    ev = measure_evidence(obj)
-    elapsed = time.perf_counter() - started
+    ev = measure_evidence(np.exp(1j * phase).astype(np.complex64))
     assert ev.step_source == "searched"
     assert ev.grid_period_px == pytest.approx(8.0, abs=0.1)  # searched on the bins size / k
     assert "Grid artifacts" in ev.flags()
-    assert elapsed < 6.0, f"scan-step search took {elapsed:.1f} s on 1024 x 1024"
