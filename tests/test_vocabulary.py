@@ -214,3 +214,23 @@ def test_curated_labels_of_the_shared_reconstructions_are_all_canonical_names():
     for row in rows:
         for name in row["ptychobench_labels"].split(";"):
             assert name in vocab.names(), (row["file"], name)
+
+
+def test_advice_lists_go_with_their_task_and_are_not_tasks_themselves(tmp_path, monkeypatch):
+    from napari_fracto.vocabulary import advice_vocabulary, analysis_tasks
+
+    assert len(advice_vocabulary("ptychography").names()) == 24
+    assert advice_vocabulary("fracture") is None
+    assert "ptychography" in analysis_tasks()
+    assert "ptychography-advice" not in analysis_tasks()
+    # A lab's own task gets advice by adding `<task>-advice.toml` beside it.
+    monkeypatch.setenv("NAPARI_FRACTO_VOCAB_DIR", str(tmp_path))
+    (tmp_path / "weld.toml").write_text(
+        'title = "Weld fractography"\n[[labels]]\nname = "porosity"\ndefinition = "Gas pores."\n'
+    )
+    (tmp_path / "weld-advice.toml").write_text(
+        'title = "Weld fixes"\n[[labels]]\nname = "Lower the heat input"\ndefinition = "Less energy."\n'
+    )
+    assert advice_vocabulary("weld").names() == ["Lower the heat input"]
+    assert "weld" in analysis_tasks()
+    assert "weld-advice" not in analysis_tasks()

@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from napari_fracto.ptycho.prepare import ScanGeometry
     from napari_fracto.vocabulary import Vocabulary
 
-ADVICE_VOCABULARY = {"ptychography": "ptychography-advice"}
 # Tasks whose images get quantitative evidence beside the model's verdict by default.
 EVIDENCE_TASKS = {"ptychography"}
 
@@ -63,10 +62,10 @@ def analyze_array(
     from napari_fracto import geometry as geo
     from napari_fracto import imaging, parsing, prompts
     from napari_fracto.ptycho.prepare import evidence_record, prepare_image
-    from napari_fracto.vocabulary import load_vocabulary
+    from napari_fracto.vocabulary import advice_vocabulary, load_vocabulary
 
     vocab = load_vocabulary(task) if isinstance(task, str) else task
-    advice_vocab = _advice_vocabulary(vocab.task) if advice else None
+    advice_vocab = advice_vocabulary(vocab.task) if advice else None
     context = context or AnalysisContext()
     plane = imaging.as_plane(array)  # validates: a stack or an empty array never reaches the model
     prepared = prepare_image(plane, display, geometry, part=complex_part)
@@ -155,13 +154,6 @@ def analyze_array(
         preprocessing=prepared.preprocessing,
         evidence=measured,
     )
-
-
-def _advice_vocabulary(task: str) -> Vocabulary | None:
-    from napari_fracto.vocabulary import load_vocabulary
-
-    name = ADVICE_VOCABULARY.get(task)
-    return load_vocabulary(name) if name else None
 
 
 def _regions(width: int, height: int, tiles: int) -> list[Any]:

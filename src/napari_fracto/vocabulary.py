@@ -166,6 +166,24 @@ def available_tasks() -> list[str]:
     return sorted(set(_builtin_tasks()) | set(_user_tasks()))
 
 
+ADVICE_SUFFIX = "-advice"
+
+
+def advice_vocabulary(task: str) -> Vocabulary | None:
+    """The suggested-fixes list that goes with `task` (the vocabulary `<task>-advice`), or None.
+
+    A convention rather than a table, so a lab's own task gets advice by adding `<task>-advice.toml`.
+    """
+    name = f"{task}{ADVICE_SUFFIX}"
+    return load_vocabulary(name) if name in available_tasks() else None
+
+
+def analysis_tasks() -> list[str]:
+    """Tasks a user analyses or reviews: every vocabulary except the advice lists that go with a task."""
+    tasks = available_tasks()
+    return [t for t in tasks if not (t.endswith(ADVICE_SUFFIX) and t.removesuffix(ADVICE_SUFFIX) in tasks)]
+
+
 def load_vocabulary(task: str) -> Vocabulary:
     """The vocabulary of `task`, built-in merged with the user's file (cached until the file changes)."""
     user_file = user_vocabulary_dir() / f"{task}.toml"

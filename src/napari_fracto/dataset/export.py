@@ -51,11 +51,9 @@ def grid_findings(findings: tuple[Finding, ...], width: int, height: int) -> lis
 def _advice_vocab(task: str, wanted: bool) -> Any | None:
     if not wanted:
         return None
-    from napari_fracto.analysis import ADVICE_VOCABULARY
-    from napari_fracto.vocabulary import load_vocabulary
+    from napari_fracto.vocabulary import advice_vocabulary
 
-    name = ADVICE_VOCABULARY.get(task)
-    return load_vocabulary(name) if name else None
+    return advice_vocabulary(task)
 
 
 def training_pair(item: Item, image_ref: str) -> TrainingPair:

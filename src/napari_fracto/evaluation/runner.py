@@ -346,8 +346,7 @@ def _make_backend(config: EvalConfig, factory: BackendFactory | None) -> Backend
 
 def _score(result: ConfigResult, truth: dict[str, Any], vocab: Any, *, resamples: int, seed: int) -> None:
     """Label scores over the images predicted; advice scores over images with corrected advice."""
-    from napari_fracto.analysis import ADVICE_VOCABULARY
-    from napari_fracto.vocabulary import load_vocabulary
+    from napari_fracto.vocabulary import advice_vocabulary
 
     predictions = [p for p in result.predictions if p.image_id in truth]
     if not predictions:
@@ -369,10 +368,9 @@ def _score(result: ConfigResult, truth: dict[str, Any], vocab: Any, *, resamples
     result.scores = score(
         outcomes, vocab.names(), exclusive=vocab.exclusive_labels, resamples=resamples, seed=seed
     )
-    advice_task = ADVICE_VOCABULARY.get(vocab.task)
+    advice_vocab = advice_vocabulary(vocab.task)
     with_advice = [p for p in predictions if truth[p.image_id].advice]
-    if result.config.advice and advice_task and with_advice:
-        advice_vocab = load_vocabulary(advice_task)
+    if result.config.advice and advice_vocab is not None and with_advice:
         advice_outcomes = [
             ImageOutcome.make(p.advice, truth[p.image_id].advice, parse_ok=p.parse_ok, image_id=p.image_id)
             for p in with_advice

@@ -76,12 +76,3 @@ class ProgressRelay(QObject):
 
     def __call__(self, done: int, total: int) -> None:
         self.progress.emit(int(done), int(total))
-
-
-def analysis_tasks() -> list[str]:
-    """Tasks a user analyses or reviews: every vocabulary except the advice lists that go with a task
-    (`ptychography-advice` is ptychography's list of suggested fixes, not a task of its own)."""
-    from napari_fracto.vocabulary import available_tasks
-
-    tasks = available_tasks()
-    return [t for t in tasks if not (t.endswith("-advice") and t.removesuffix("-advice") in tasks)]

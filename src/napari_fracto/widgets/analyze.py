@@ -38,10 +38,10 @@ from qtpy.QtWidgets import (
 )
 
 from napari_fracto.findings import AnalysisContext, AnalysisResult
+from napari_fracto.vocabulary import analysis_tasks
 from napari_fracto.widgets._common import (
     Outcome,
     ProgressRelay,
-    analysis_tasks,
     run_catching,
     show_error,
     show_info,

@@ -123,7 +123,7 @@ class EvaluateWidget(QWidget):
 
     def _build_ui(self) -> None:
         from napari_fracto.evaluation.report import COLUMNS
-        from napari_fracto.vocabulary import available_tasks
+        from napari_fracto.vocabulary import analysis_tasks
 
         layout = QVBoxLayout(self)
         form = QFormLayout()
@@ -135,7 +135,7 @@ class EvaluateWidget(QWidget):
         form.addRow("Split", self.split_combo)
         self.task_combo = QComboBox()
         self.task_combo.addItem("(the split's task)", None)
-        for task in available_tasks():
+        for task in analysis_tasks():
             self.task_combo.addItem(task, task)
         form.addRow("Task", self.task_combo)
 

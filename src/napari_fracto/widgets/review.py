@@ -32,7 +32,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_fracto.widgets._common import analysis_tasks, show_error, show_info, show_warning
+from napari_fracto.vocabulary import analysis_tasks
+from napari_fracto.widgets._common import show_error, show_info, show_warning
 
 if TYPE_CHECKING:
     import napari
@@ -740,16 +741,14 @@ class ReviewWidget(QWidget):
 
 def advice_names(task: str) -> list[str]:
     """The advice vocabulary of `task` (`<task>-advice`, e.g. ptychography's), or [] when it has none."""
-    from napari_fracto.vocabulary import available_tasks, load_vocabulary
+    from napari_fracto.vocabulary import advice_vocabulary
 
-    name = f"{task}-advice"
-    if name not in available_tasks():
-        return []
     try:
-        return list(load_vocabulary(name).names())
+        vocab = advice_vocabulary(task)
     except (LookupError, ValueError) as exc:
-        show_warning(f"The advice vocabulary {name!r} cannot be read ({exc}); advice is not reviewed.")
+        show_warning(f"The advice vocabulary of {task!r} cannot be read ({exc}); advice is not reviewed.")
         return []
+    return list(vocab.names()) if vocab is not None else []
 
 
 def _row(*widgets: QWidget) -> QWidget:
