@@ -6,7 +6,10 @@ plus shared metadata (material, sample type). Either way the leakage guard drops
 and any rotated or flipped copy of it: same content hash, or a perceptual signature (16 x 16 mean-
 threshold bits) within a few bits of one of the query's 8 rotations/flips.
 
-Features and signatures are cached per image (in memory and, with `cache_dir`, on disk as .npz).
+The image features are pluggable (`Features`): texture by default, or the VLM's own vision tower
+(`icl_vision.VisionFeatures`). Features and signatures are cached per image and per feature kind (in
+memory and, with `cache_dir`, on disk as .npz under a folder named after the kind), so texture and
+vision vectors never share a cache entry. The leakage guard never looks at the features.
 Imports neither Qt nor torch.
 """
 
@@ -17,7 +20,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
@@ -36,6 +39,15 @@ LEAK_BITS = 10  # at most this many differing bits (of 256): the same image, may
 METADATA_FIELDS = ("material", "sample_type")
 Selection = Literal["similar", "random"]
 SELECTIONS: tuple[str, ...] = ("similar", "random")
+FEATURE_KINDS: tuple[str, ...] = ("texture", "vision")
+
+
+class Features(Protocol):
+    """An image -> feature vector function with a `name` that keys its cache (a safe file name)."""
+
+    name: str
+
+    def __call__(self, array: np.ndarray) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -132,36 +144,43 @@ def is_copy(query: ImageKey, candidate: ImageKey, max_bits: int = LEAK_BITS) -> 
     return bool(differing.min() <= max_bits)
 
 
-def describe(array: np.ndarray) -> ImageKey:
-    """Hash, features and signature of one image (raises `imaging.ImageError` for unusable images)."""
+def describe(array: np.ndarray, features: Features | None = None) -> ImageKey:
+    """Hash, features (texture unless `features` is given) and signature of one image.
+
+    Raises `imaging.ImageError` for unusable images."""
     grey = grey_image(array)
-    return ImageKey(content_hash(array), texture_features(grey), signature(grey))
+    vector = texture_features(grey) if features is None else np.asarray(features(array))
+    return ImageKey(content_hash(array), vector, signature(grey))
 
 
 class FeatureCache:
-    """ImageKeys by a stable id (dataset image id or content hash), in memory and optionally on disk."""
+    """ImageKeys by feature kind and a stable id (dataset image id or content hash), in memory and
+    optionally on disk (one sub-folder per kind)."""
 
     def __init__(self, folder: str | Path | None = None) -> None:
         self.folder = Path(folder) / f"icl-features-v{FEATURE_VERSION}" if folder else None
-        self._memory: dict[str, ImageKey] = {}
+        self._memory: dict[tuple[str, str], ImageKey] = {}
 
-    def get(self, key: str, load: Any) -> ImageKey:
-        """The cached ImageKey for `key`, computing it from `load()` (an array) the first time."""
-        if key in self._memory:
-            return self._memory[key]
-        path = self.folder / f"{key}.npz" if self.folder else None
+    def get(self, key: str, load: Any, features: Features | None = None) -> ImageKey:
+        """The cached ImageKey for `key` under `features` (texture when None), computing it from
+        `load()` (an array) the first time."""
+        kind = features.name if features is not None else "texture"
+        memory_key = (kind, key)
+        if memory_key in self._memory:
+            return self._memory[memory_key]
+        path = self.folder / kind / f"{key}.npz" if self.folder else None
         if path is not None and path.is_file():
             try:
                 with np.load(path, allow_pickle=False) as data:
                     found = ImageKey(
                         str(data["content_hash"]), data["features"], data["signature"].astype(bool)
                     )
-                self._memory[key] = found
+                self._memory[memory_key] = found
                 return found
             except (OSError, ValueError, KeyError) as exc:
                 log.warning("Recomputing unreadable feature cache %s (%s)", path, exc)
-        found = describe(load())
-        self._memory[key] = found
+        found = describe(load(), features)
+        self._memory[memory_key] = found
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.stem}.tmp.npz")
@@ -176,7 +195,10 @@ class FeatureCache:
 
 
 class ExampleSelector:
-    """Solved examples from one dataset split (reviewed images of `task` only), chosen per query."""
+    """Solved examples from one dataset split (reviewed images of `task` only), chosen per query.
+
+    `features` ranks "similar" examples: texture when None, or e.g. `icl_vision.VisionFeatures`.
+    """
 
     def __init__(
         self,
@@ -186,12 +208,14 @@ class ExampleSelector:
         split: str = "train",
         cache: FeatureCache | None = None,
         metadata_weight: float = 1.0,
+        features: Features | None = None,
     ) -> None:
         from napari_fracto.dataset import Status
 
         self.dataset = dataset
         self.task = task
         self.cache = cache or FeatureCache()
+        self.features = features
         self.metadata_weight = metadata_weight
         self.candidates: list[Candidate] = []
         for item in dataset.iter_items(task=task, split=split, status=Status.REVIEWED):
@@ -213,7 +237,9 @@ class ExampleSelector:
         if candidate.image_id in self._skipped:
             return None
         try:
-            return self.cache.get(candidate.image_id, lambda: self.dataset.image_array(candidate.image_id))
+            return self.cache.get(
+                candidate.image_id, lambda: self.dataset.image_array(candidate.image_id), self.features
+            )
         except (ValueError, OSError) as exc:  # ImageError, DatasetError, unreadable file
             log.warning("Not using %s as an example: %s", candidate.image_id[:12], exc)
             self._skipped.add(candidate.image_id)
@@ -238,7 +264,7 @@ class ExampleSelector:
             raise ValueError(f"the number of examples must be 0 or more, got {k}")
         if k == 0 or not self.candidates:
             return []
-        query_key = self.cache.get(content_hash(query), lambda: query)
+        query_key = self.cache.get(content_hash(query), lambda: query, self.features)
         usable: list[tuple[Candidate, ImageKey]] = []
         for candidate in self.candidates:
             key = self._key(candidate)
@@ -260,9 +286,12 @@ class ExampleSelector:
         if not usable:
             return []
         feats = np.stack([key.features for _, key in usable])
-        std = feats.std(axis=0)
-        std[std < 1e-12] = 1.0
-        dist = np.sqrt((((feats - query.features) / std) ** 2).mean(axis=1))
+        if getattr(self.features, "normalised", False):  # unit vectors (vision): compare them as they are
+            dist = np.linalg.norm(feats - query.features, axis=1)
+        else:  # texture numbers of mixed scales: z-score each
+            std = feats.std(axis=0)
+            std[std < 1e-12] = 1.0
+            dist = np.sqrt((((feats - query.features) / std) ** 2).mean(axis=1))
         penalty = np.zeros(len(usable))
         for field in METADATA_FIELDS:
             wanted = _norm(getattr(context, field, "")) if context else ""
@@ -351,6 +380,9 @@ class ExampleChooser:
 
     def close(self) -> None:
         self.selector.dataset.close()
+        close_features = getattr(self.selector.features, "close", None)
+        if close_features is not None:
+            close_features()  # a feature model loaded for the examples alone
 
     def __enter__(self) -> ExampleChooser:
         return self
@@ -369,9 +401,11 @@ def example_chooser(
     max_image_tokens: int = 1024,
     *,
     cache: FeatureCache | None = None,
+    features: Features | None = None,
 ) -> ExampleChooser | None:
     """The in-context example chooser for `shots` examples from a dataset's reviewed train images;
     None for 0 shots. The one implementation behind the CLI's `--shots` and the Analyze widget.
+    `features` ranks "similar" examples (texture when None; see `icl_vision.vision_features`).
 
     Raises ValueError (a message for the user) for a bad count or method, a missing dataset, or a dataset
     with no reviewed train images of `task`.
@@ -388,7 +422,7 @@ def example_chooser(
         raise ValueError(f"{shots} in-context example(s) need a corrections dataset folder to take them from")
     dataset = Dataset.open(Path(dataset_path).expanduser())
     try:
-        selector = ExampleSelector(dataset, task, cache=cache)
+        selector = ExampleSelector(dataset, task, cache=cache, features=features)
     except BaseException:
         dataset.close()
         raise
