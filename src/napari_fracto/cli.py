@@ -112,6 +112,7 @@ def _add_analyze_parser(subparsers) -> None:
     p.add_argument(
         "--select", choices=["similar", "random"], default="similar", help="how examples are chosen"
     )
+    add_example_feature_arguments(p)
     p.add_argument("--material", default="")
     p.add_argument("--sample-type", default="")
     p.add_argument("--magnification", default="")
@@ -141,13 +142,13 @@ def _run_analyze(args: argparse.Namespace) -> int:
     if not confirm_remote(settings, args.allow_remote):
         return 2
     context = AnalysisContext(args.material, args.sample_type, args.magnification, args.notes)
+    backend = make_backend(settings)  # cheap: a local model loads on first use
     try:
         recon_settings = _read_text_argument(args.recon_settings, "--recon-settings")
-        examples = _example_chooser(args, context, settings.max_image_tokens)
+        examples = _example_chooser(args, context, settings.max_image_tokens, backend)
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    backend = make_backend(settings)
     bar = tqdm(unit="file", desc="analyse", file=sys.stderr, dynamic_ncols=True)
 
     def progress(done: int, total: int) -> None:
@@ -221,13 +222,34 @@ def _read_text_argument(value: str, flag: str) -> str:
         raise ValueError(f"{flag} {value}: cannot read {path} as UTF-8 text ({exc})") from None
 
 
-def _example_chooser(args: argparse.Namespace, context: AnalysisContext, max_image_tokens: int):
+def add_example_feature_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--example-features` and `--feature-model`: what "similar" example selection compares."""
+    parser.add_argument(
+        "--example-features",
+        choices=["texture", "vision"],
+        default="texture",
+        help="image features for --select similar: texture (no weights) or the VLM's vision tower",
+    )
+    parser.add_argument(
+        "--feature-model",
+        default="",
+        metavar="ID|DIR",
+        help="Qwen3-VL model whose vision tower gives the vision features (default: the local --model)",
+    )
+
+
+def _example_chooser(args: argparse.Namespace, context: AnalysisContext, max_image_tokens: int, backend=None):
     """Per-image in-context examples from a corrections dataset's train split (`icl.example_chooser`),
-    or None for no examples."""
+    or None for no examples. Vision features use `--feature-model`, else the local analysis backend."""
     if args.shots > 0 and args.examples_from is None:
         raise ValueError("--shots needs --examples-from DATASET (a corrections dataset folder)")
     from napari_fracto.icl import example_chooser
 
+    features = None
+    if args.shots > 0 and args.select == "similar" and args.example_features == "vision":
+        from napari_fracto.icl_vision import vision_features
+
+        features = vision_features(backend=backend, model=args.feature_model)
     return example_chooser(
         args.examples_from,
         args.task,
@@ -236,6 +258,7 @@ def _example_chooser(args: argparse.Namespace, context: AnalysisContext, max_ima
         context,
         advice=args.advice,
         max_image_tokens=max_image_tokens,
+        features=features,
     )
 
 

@@ -24,7 +24,7 @@ def _shots(text: str) -> list[int]:
 
 def add_parser(subparsers) -> None:
     """Add the `eval` sub-command (its handler imports the heavy parts when it runs)."""
-    from napari_fracto.cli import add_backend_arguments
+    from napari_fracto.cli import add_backend_arguments, add_example_feature_arguments
 
     p = subparsers.add_parser(
         "eval",
@@ -41,6 +41,7 @@ def add_parser(subparsers) -> None:
     p.add_argument(
         "--select", choices=["similar", "random"], default="similar", help="how examples are picked"
     )
+    add_example_feature_arguments(p)
     p.add_argument("--no-context", action="store_true", help="leave the sample context out of the prompt")
     p.add_argument("--advice", action="store_true", help="ptychography: also score reconstruction advice")
     p.add_argument("--tiles", type=int, default=1, help="split each image into N x N tiles")
@@ -76,6 +77,8 @@ def run_eval(args: argparse.Namespace) -> int:
                 "name": args.name,
                 "shots": args.shots,
                 "select": args.select,
+                "example_features": args.example_features,
+                "feature_model": args.feature_model,
                 "context": not args.no_context,
                 "advice": args.advice,
                 "seed": args.seed,

@@ -15,6 +15,7 @@ changed adapter file or prompt version is a new configuration while the same one
     adapter = "runs/lora-1"
     shots = [0, 3]          # a list expands into one configuration per value
     select = "similar"
+    example_features = "vision"   # rank examples by the model's vision tower (default: texture)
     context = false
 """
 
@@ -33,7 +34,17 @@ from napari_fracto.settings import BackendSettings
 
 # Backend settings that do not change what the model answers (so they do not invalidate the cache).
 _NOT_PREDICTIVE = {"device", "timeout_s", "api_key_env", "trust_remote_code"}
-_EVAL_FIELDS = {"name", "shots", "select", "context", "advice", "seed", "tiles"}
+_EVAL_FIELDS = {
+    "name",
+    "shots",
+    "select",
+    "example_features",
+    "feature_model",
+    "context",
+    "advice",
+    "seed",
+    "tiles",
+}
 
 
 class ComparisonError(ValueError):
@@ -49,6 +60,8 @@ class EvalConfig(BaseModel):
     settings: BackendSettings = Field(default_factory=BackendSettings)
     shots: int = Field(0, ge=0, le=32)
     select: Literal["similar", "random"] = "similar"
+    example_features: Literal["texture", "vision"] = "texture"
+    feature_model: str = ""  # vision features from this model instead of the local backend's
     context: bool = True
     advice: bool = False
     seed: int = 0
@@ -58,6 +71,11 @@ class EvalConfig(BaseModel):
     def label(self) -> str:
         """The name, or one made from what distinguishes this configuration."""
         return self.name or default_name(self)
+
+    @property
+    def uses_vision_features(self) -> bool:
+        """Examples are ranked by a vision tower (k > 0, similar, vision features)."""
+        return bool(self.shots) and self.select == "similar" and self.example_features == "vision"
 
     def fingerprint(self) -> str:
         """Hash of everything that changes predictions (prompt version and adapter files included)."""
@@ -75,6 +93,8 @@ class EvalConfig(BaseModel):
             "tiles": self.tiles,
             "prompt_version": PROMPT_VERSION,
         }
+        if self.uses_vision_features:  # only then, so texture configurations keep their cached results
+            data["example_features"] = ["vision", self.feature_model]
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
@@ -85,6 +105,8 @@ def default_name(config: EvalConfig) -> str:
     if s.adapter:
         parts.append("+ " + s.adapter.rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1])
     parts.append(f"{config.shots}-shot" + (f" {config.select}" if config.shots else ""))
+    if config.uses_vision_features:
+        parts.append("vision features")
     if not config.context:
         parts.append("no context")
     if config.advice:

@@ -192,7 +192,7 @@ def evaluate(
         )
     out = Path(out_dir)
     cache = PredictionCache(out / CACHE_DIR)
-    features = FeatureCache(out / CACHE_DIR)
+    features = FeatureCache(out / CACHE_DIR)  # one folder per feature kind inside
     selector = (
         ExampleSelector(dataset, task, split=example_split, cache=features)
         if any(c.shots for c in configs)
@@ -213,7 +213,13 @@ def evaluate(
             result = ConfigResult(config, config.fingerprint())
             run.results.append(result)
             backend: Backend | None = None
+            config_selector = selector
             try:
+                if selector is not None and config.uses_vision_features:
+                    # a local backend lends its model to the features (cheap until something is computed)
+                    if not config.feature_model:
+                        backend = _make_backend(config, backend_factory)
+                    config_selector = _vision_selector(selector, config, backend)
                 for item in items:
                     if cancel is not None and cancel.is_set():
                         raise CancelledError("Evaluation cancelled.")
@@ -232,7 +238,7 @@ def evaluate(
                             result.fingerprint,
                             vocab,
                             cache,
-                            selector,
+                            config_selector,
                             backend,
                             backend_factory,
                             cancel,
@@ -255,6 +261,8 @@ def evaluate(
             finally:
                 if backend is not None:
                     backend.close()
+                if config_selector is not selector:
+                    config_selector.features.close()
             if progress is not None:
                 progress(done, total, f"{config.label}: done")
     finally:
@@ -334,6 +342,26 @@ def _predict(
     )
     cache.put(key, fingerprint, prediction)
     return prediction, 1, backend
+
+
+def _vision_selector(selector: Any, config: EvalConfig, backend: Backend | None) -> Any:
+    """The shared selector's candidates, ranked by vision-tower features (their own cache entries)."""
+    import copy
+
+    from napari_fracto.icl_vision import vision_features
+
+    try:
+        features = vision_features(
+            backend=backend,
+            model=config.feature_model,
+            device=config.settings.device,
+            dtype=config.settings.dtype,
+        )
+    except ValueError as exc:  # no local model to take them from: stop this configuration only
+        raise BackendError(f"{exc} (comparison key: feature_model)") from None
+    vision = copy.copy(selector)
+    vision.features = features
+    return vision
 
 
 def _make_backend(config: EvalConfig, factory: BackendFactory | None) -> Backend:
