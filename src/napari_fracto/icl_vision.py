@@ -53,12 +53,7 @@ class VisionFeatures:
         from napari_fracto.imaging import prepare_model_image
 
         image = prepare_model_image(array, self.max_image_tokens)
-        self.backend.load()
-        # Hold the backend's lock: no generation runs on the same model meanwhile, nor does close().
-        with self.backend._lock:
-            model, processor = self.backend._hf_model, self.backend.processor
-            if model is None:
-                raise BackendError(f"The model '{self.backend.model}' was closed while computing features.")
+        with self.backend.using_model() as (model, processor):
             return embed_image(model, processor, image)
 
     def close(self) -> None:

@@ -7,12 +7,14 @@ a time (a lock), and `request.cancel` stops it between tokens.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +81,17 @@ class TransformersBackend:
         """Load the model, processor and adapter now (e.g. in a worker thread) instead of on first use."""
         with self._lock:
             self._ensure_loaded()
+
+    @contextlib.contextmanager
+    def using_model(self) -> Iterator[tuple[Any, Any]]:
+        """The loaded (model, processor), held exclusively: no generation or close() runs meanwhile.
+
+        For other uses of the same weights (vision-tower features for example selection) without a
+        second copy of the model in memory.
+        """
+        with self._lock:
+            self._ensure_loaded()
+            yield self._hf_model, self._processor
 
     def _offline(self) -> bool:
         if self.local_files_only is not None:
