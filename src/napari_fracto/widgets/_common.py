@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from qtpy.QtCore import QObject, Signal
+from qtpy.QtWidgets import QHBoxLayout, QWidget
 
 logger = logging.getLogger("napari_fracto")
 
@@ -76,3 +77,13 @@ class ProgressRelay(QObject):
 
     def __call__(self, done: int, total: int) -> None:
         self.progress.emit(int(done), int(total))
+
+
+def hbox(*widgets: QWidget) -> QWidget:
+    """Widgets side by side in one form row, without extra margins."""
+    box = QWidget()
+    layout = QHBoxLayout(box)
+    layout.setContentsMargins(0, 0, 0, 0)
+    for widget in widgets:
+        layout.addWidget(widget)
+    return box

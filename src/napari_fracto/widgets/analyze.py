@@ -42,6 +42,7 @@ from napari_fracto.vocabulary import analysis_tasks
 from napari_fracto.widgets._common import (
     Outcome,
     ProgressRelay,
+    hbox,
     run_catching,
     show_error,
     show_info,
@@ -418,9 +419,9 @@ class AnalyzeWidget(QWidget):
         self.tiles_spin.setToolTip("Split the image into N x N tiles so fine features survive the budget.")
         self.advice_check = QCheckBox("Suggest fixes (ptychography)")
         mform.addRow("Backend", self.kind_combo)
-        mform.addRow("Model", _row(self.model_edit, self.model_browse))
+        mform.addRow("Model", hbox(self.model_edit, self.model_browse))
         mform.addRow("Base URL", self.base_url_edit)
-        mform.addRow("Adapter", _row(self.adapter_combo, self.adapter_browse, self.adapter_refresh))
+        mform.addRow("Adapter", hbox(self.adapter_combo, self.adapter_browse, self.adapter_refresh))
         mform.addRow("API key", self.api_key_edit)
         mform.addRow("Device", self.device_combo)
         mform.addRow("Image tokens", self.tokens_spin)
@@ -449,7 +450,7 @@ class AnalyzeWidget(QWidget):
         self.selection_combo.setToolTip(
             "similar: nearest by texture and by material / sample type; random: a seeded draw."
         )
-        eform.addRow("Dataset", _row(self.examples_edit, examples_browse))
+        eform.addRow("Dataset", hbox(self.examples_edit, examples_browse))
         eform.addRow("Shots", self.shots_spin)
         eform.addRow("Selection", self.selection_combo)
         self.examples_section = _Section("Examples (in-context)", examples, expanded=False)
@@ -1168,12 +1169,3 @@ class _Section(QWidget):
         self.toggle.setChecked(expanded)
         self.toggle.setArrowType(Qt.ArrowType.DownArrow if expanded else Qt.ArrowType.RightArrow)
         self.content.setVisible(expanded)
-
-
-def _row(*widgets: QWidget) -> QWidget:
-    box = QWidget()
-    layout = QHBoxLayout(box)
-    layout.setContentsMargins(0, 0, 0, 0)
-    for w in widgets:
-        layout.addWidget(w)
-    return box

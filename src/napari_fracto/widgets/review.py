@@ -19,7 +19,6 @@ from qtpy.QtWidgets import (
     QFileDialog,
     QFormLayout,
     QGridLayout,
-    QHBoxLayout,
     QHeaderView,
     QLabel,
     QLineEdit,
@@ -33,7 +32,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_fracto.vocabulary import analysis_tasks
-from napari_fracto.widgets._common import show_error, show_info, show_warning
+from napari_fracto.widgets._common import hbox, show_error, show_info, show_warning
 
 if TYPE_CHECKING:
     import napari
@@ -101,7 +100,7 @@ class ReviewWidget(QWidget):
         browse = QToolButton()
         browse.setText("…")
         browse.clicked.connect(self._browse_dataset)
-        form.addRow("Dataset", _row(self.dataset_edit, browse))
+        form.addRow("Dataset", hbox(self.dataset_edit, browse))
         self.task_combo = QComboBox()
         self.task_combo.addItems(analysis_tasks())
         form.addRow("Task", self.task_combo)
@@ -118,7 +117,7 @@ class ReviewWidget(QWidget):
         self.all_button = QPushButton("Whole dataset")
         self.all_button.setToolTip("Review every image of the task in the dataset (e.g. after autolabel).")
         self.all_button.clicked.connect(self.review_dataset)
-        layout.addWidget(_row(self.open_folder_button, self.open_file_button, self.all_button))
+        layout.addWidget(hbox(self.open_folder_button, self.open_file_button, self.all_button))
 
         self.progress_label = QLabel("Open a dataset to start.")
         self.progress_label.setStyleSheet("font-weight: bold")
@@ -141,7 +140,7 @@ class ReviewWidget(QWidget):
         self.accept_button.clicked.connect(self.accept_selected)
         self.reject_button = QPushButton("Reject (U)")
         self.reject_button.clicked.connect(self.reject_selected)
-        layout.addWidget(_row(self.accept_button, self.reject_button))
+        layout.addWidget(hbox(self.accept_button, self.reject_button))
 
         self.label_combo = QComboBox()
         self.label_combo.setToolTip(
@@ -152,7 +151,7 @@ class ReviewWidget(QWidget):
         self.relabel_button.clicked.connect(lambda: self.relabel_selected(self.label_combo.currentText()))
         self.add_label_button = QPushButton("Add image label")
         self.add_label_button.clicked.connect(lambda: self.add_image_label(self.label_combo.currentText()))
-        layout.addWidget(_row(self.label_combo, self.relabel_button, self.add_label_button))
+        layout.addWidget(hbox(self.label_combo, self.relabel_button, self.add_label_button))
         hint = QLabel("Draw a box: select the findings layer, press R and drag; it gets the label above.")
         hint.setWordWrap(True)
         layout.addWidget(hint)
@@ -178,12 +177,12 @@ class ReviewWidget(QWidget):
         self.accept_advice_button.clicked.connect(self.accept_selected_advice)
         self.reject_advice_button = QPushButton("Reject advice")
         self.reject_advice_button.clicked.connect(self.reject_selected_advice)
-        advice_layout.addWidget(_row(self.accept_advice_button, self.reject_advice_button))
+        advice_layout.addWidget(hbox(self.accept_advice_button, self.reject_advice_button))
         self.advice_combo = QComboBox()
         self.advice_combo.setToolTip("A suggestion the model missed (PtychoBench's advice classes).")
         self.add_advice_button = QPushButton("Add advice")
         self.add_advice_button.clicked.connect(lambda: self.add_advice(self.advice_combo.currentText()))
-        advice_layout.addWidget(_row(self.advice_combo, self.add_advice_button))
+        advice_layout.addWidget(hbox(self.advice_combo, self.add_advice_button))
         self.advice_box.setVisible(False)
         layout.addWidget(self.advice_box)
 
@@ -749,12 +748,3 @@ def advice_names(task: str) -> list[str]:
         show_warning(f"The advice vocabulary of {task!r} cannot be read ({exc}); advice is not reviewed.")
         return []
     return list(vocab.names()) if vocab is not None else []
-
-
-def _row(*widgets: QWidget) -> QWidget:
-    box = QWidget()
-    layout = QHBoxLayout(box)
-    layout.setContentsMargins(0, 0, 0, 0)
-    for w in widgets:
-        layout.addWidget(w)
-    return box
