@@ -7,9 +7,10 @@ sub-command runs, so `napari-fracto --help` is instant.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from napari_fracto import __version__
@@ -121,9 +122,32 @@ def _add_analyze_parser(subparsers) -> None:
     p.set_defaults(handler=_run_analyze)
 
 
-def _run_analyze(args: argparse.Namespace) -> int:
+@contextlib.contextmanager
+def progress_bar(desc: str, unit: str = "file") -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr, fed by the `(done, total)` callbacks the batch functions take."""
     from tqdm import tqdm
 
+    bar = tqdm(unit=unit, desc=desc, file=sys.stderr, dynamic_ncols=True)
+
+    def update(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    try:
+        yield update
+    finally:
+        bar.close()
+
+
+def report_failure(source: str, message: str) -> None:
+    """A skipped file, printed above the progress bar rather than through it."""
+    from tqdm import tqdm
+
+    tqdm.write(f"skipped {source}: {message}", file=sys.stderr)
+
+
+def _run_analyze(args: argparse.Namespace) -> int:
     from napari_fracto.backends.factory import make_backend
     from napari_fracto.batch import run_batch
     from napari_fracto.vocabulary import load_vocabulary
@@ -149,39 +173,29 @@ def _run_analyze(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    bar = tqdm(unit="file", desc="analyse", file=sys.stderr, dynamic_ncols=True)
-
-    def progress(done: int, total: int) -> None:
-        bar.total = total
-        bar.n = done
-        bar.refresh()
-
-    def failure(source: str, message: str) -> None:
-        tqdm.write(f"skipped {source}: {message}", file=sys.stderr)
-
     try:
-        summary = run_batch(
-            args.paths,
-            backend=backend,
-            task=args.task,
-            out_jsonl=args.out,
-            out_csv=args.csv,
-            concurrency=args.concurrency,
-            context=context,
-            part=args.part,
-            on_progress=progress,
-            on_failure=failure,
-            tiles=args.tiles,
-            advice=args.advice,
-            examples=examples or (),
-            max_image_tokens=settings.max_image_tokens,
-            max_new_tokens=settings.max_new_tokens,
-            display=_display_options(args),
-            evidence=None if args.evidence else False,
-            recon_settings=recon_settings,
-        )
+        with progress_bar("analyse") as progress:
+            summary = run_batch(
+                args.paths,
+                backend=backend,
+                task=args.task,
+                out_jsonl=args.out,
+                out_csv=args.csv,
+                concurrency=args.concurrency,
+                context=context,
+                part=args.part,
+                on_progress=progress,
+                on_failure=report_failure,
+                tiles=args.tiles,
+                advice=args.advice,
+                examples=examples or (),
+                max_image_tokens=settings.max_image_tokens,
+                max_new_tokens=settings.max_new_tokens,
+                display=_display_options(args),
+                evidence=None if args.evidence else False,
+                recon_settings=recon_settings,
+            )
     finally:
-        bar.close()
         backend.close()
         if examples is not None:
             examples.close()

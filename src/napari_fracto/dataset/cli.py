@@ -190,7 +190,7 @@ def _split(args: argparse.Namespace) -> int:
 
 def _autolabel(args: argparse.Namespace) -> int:
     from napari_fracto.backends.factory import make_backend
-    from napari_fracto.cli import confirm_remote, settings_from_args
+    from napari_fracto.cli import confirm_remote, progress_bar, settings_from_args
     from napari_fracto.dataset.autolabel import autolabel, read_context_csv
     from napari_fracto.findings import AnalysisContext
     from napari_fracto.vocabulary import load_vocabulary
@@ -208,7 +208,7 @@ def _autolabel(args: argparse.Namespace) -> int:
     if not confirm_remote(settings, args.allow_remote):
         return 2
     context = AnalysisContext(args.material, args.sample_type, args.magnification, args.notes)
-    with _open(args) as ds:
+    with _open(args) as ds, progress_bar("autolabel") as progress:
         backend = make_backend(settings)
         try:
             summary = autolabel(
@@ -223,11 +223,10 @@ def _autolabel(args: argparse.Namespace) -> int:
                 tiles=args.tiles,
                 max_image_tokens=settings.max_image_tokens,
                 max_new_tokens=settings.max_new_tokens,
-                progress=lambda done, total: print(f"\r{done}/{total}", end="", file=sys.stderr),
+                progress=progress,
             )
         finally:
             backend.close()
-    print(file=sys.stderr)
     for source, message in summary.failures:
         print(f"failed {source}: {message}", file=sys.stderr)
     print(
