@@ -9,12 +9,15 @@ import pytest
 
 from napari_fracto.findings import AnalysisResult, Box, Finding
 from napari_fracto.overlay import (
+    CANVAS_LINE_CHARS,
     FALLBACK_COLOUR,
     PALETTE,
     box_to_rectangle,
+    canvas_text,
     findings_layer_name,
     findings_to_shapes,
     label_colour,
+    label_definition,
     unknown_labels_text,
     verdict_text,
 )
@@ -175,3 +178,20 @@ def test_unknown_labels_are_spelled_out():
 
 def test_layer_name():
     assert findings_layer_name("Run1084 phase") == "Run1084 phase findings"
+
+
+def test_canvas_text_wraps_long_lines_and_lists_each_whole_image_label_once():
+    findings = [Finding("river patterns"), Finding("river patterns"), Finding("dimples", box=Box(0, 0, 5, 5))]
+    verdict = "Found: " + ", ".join(["river patterns"] * 6)
+    text = canvas_text(_result(findings, evidence={"disagreements": ["a", "b"]}), verdict)
+    lines = text.splitlines()
+    assert all(len(line) <= CANVAS_LINE_CHARS for line in lines)
+    assert len(lines) > 3  # the verdict alone needs several canvas lines
+    assert text.count("Whole image: river patterns") == 1
+    assert "dimples" not in text.split("Whole image:")[1]  # a boxed finding is on the canvas already
+    assert "Evidence disagrees (2)" in text
+
+
+def test_label_definition_is_empty_for_a_label_the_vocabulary_does_not_know():
+    assert label_definition(FRACTURE, "dimples") == "Cup-shaped microvoids"
+    assert label_definition(FRACTURE, "no such label") == ""

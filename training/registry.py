@@ -152,3 +152,59 @@ def unique_name(stem: str) -> str:
     while f"{stem}-{n}" in taken:
         n += 1
     return f"{stem}-{n}"[:80]
+
+
+@dataclass(frozen=True)
+class AdapterChoice:
+    """One registered adapter as the Analyze widget lists it; `fits` is False for another base model."""
+
+    name: str
+    path: str
+    base_model: str
+    fits: bool
+    tooltip: str
+
+    @property
+    def text(self) -> str:
+        base = self.base_model.rstrip("/").rsplit("/", 1)[-1]
+        return f"{self.name} ({base})" if self.fits else f"{self.name} (for {base}, not this model)"
+
+
+def evaluation_summary(evaluation: dict[str, Any]) -> str:
+    """Base vs adapter on the test split, in one line per score ("" when the registry has none)."""
+    base, adapted = evaluation.get("base") or {}, evaluation.get("adapter") or {}
+    lines = []
+    for key, title in (
+        ("micro_f1", "micro-F1"),
+        ("macro_f1", "macro-F1"),
+        ("set_precision", "set precision"),
+    ):
+        a, b = adapted.get(key), base.get(key)
+        if isinstance(a, int | float):
+            was = f"base {b:.2f} → " if isinstance(b, int | float) else ""
+            lines.append(f"{title}: {was}adapter {a:.2f}")
+    n = adapted.get("n_images") or base.get("n_images")
+    if lines and n:
+        lines.insert(0, f"Test split ({n} images):")
+    return "\n".join(lines)
+
+
+def adapter_choices(task: str, model: str) -> list[AdapterChoice]:
+    """The adapters registered for `task` (newest first), marked when trained on another base model."""
+    wanted = Path(model.strip()).name if model.strip() else ""
+    out = []
+    for entry in list_adapters(task=task):
+        fits = not wanted or Path(entry.base_model).name == wanted
+        lines = [f"{entry.path}", f"Base model: {entry.base_model}", f"Method: {entry.method}"]
+        if entry.created_at:
+            lines.append(f"Trained: {entry.created_at}")
+        summary = evaluation_summary(entry.evaluation)
+        lines.append(summary or "No evaluation recorded.")
+        if not fits:
+            lines.insert(
+                0,
+                f"Trained on {entry.base_model}, not on the model set above ({model.strip()}): "
+                "set that model to use this adapter.",
+            )
+        out.append(AdapterChoice(entry.name, entry.path, entry.base_model, fits, "\n".join(lines)))
+    return out

@@ -7,6 +7,7 @@ widget passes `ShapesSpec.layer_kwargs()` straight to `viewer.add_shapes`.
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -34,6 +35,7 @@ PALETTE: tuple[str, ...] = (
 )
 # Labels the vocabulary does not know (e.g. a record from another vocabulary version).
 FALLBACK_COLOUR = "#FFFFFF"
+CANVAS_LINE_CHARS = 40  # characters per line of the canvas text overlay
 
 FEATURE_COLUMNS: tuple[str, ...] = (
     "label",
@@ -205,3 +207,39 @@ def unknown_labels_text(result: AnalysisResult) -> str:
     if not result.unknown_labels:
         return ""
     return "Not in the vocabulary: " + ", ".join(result.unknown_labels)
+
+
+def advice_text(result: AnalysisResult) -> str:
+    """The reconstruction advice as a list under the verdict; empty when none was asked or given."""
+    if not result.advice:
+        return ""
+    return "Suggested fixes:\n" + "\n".join(f"• {item}" for item in result.advice)
+
+
+def as_sentence(text: str) -> str:
+    """`text` capitalised and ending with a full stop, for messages built from lower-case fragments."""
+    return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
+
+
+def label_definition(vocab: Any, label: str) -> str:
+    """The vocabulary's one-line definition of `label`, "" for a label it does not know."""
+    try:
+        entry = vocab.get(label)
+    except (KeyError, LookupError):
+        return ""
+    return getattr(entry, "definition", "") or ""
+
+
+def canvas_text(result: AnalysisResult, verdict: str) -> str:
+    """The canvas summary: verdict, whole-image labels, a pointer to disagreeing evidence.
+
+    Short lines, because napari does not wrap overlay text and a long line runs off a narrow canvas.
+    """
+    image_level = [f.label for f in result.findings if f.box is None]
+    lines = [verdict]
+    if image_level:
+        lines.append("Whole image: " + ", ".join(dict.fromkeys(image_level)))
+    disagreements = list(result.evidence.get("disagreements", ()))
+    if disagreements:
+        lines.append(f"Evidence disagrees ({len(disagreements)}): see the Analyze panel")
+    return "\n".join("\n".join(textwrap.wrap(line, CANVAS_LINE_CHARS)) for line in lines)

@@ -8,9 +8,7 @@ unchanged, because loading a local model takes a while.
 from __future__ import annotations
 
 import logging
-import textwrap
 import threading
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
@@ -37,7 +35,19 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_fracto.analysis_job import AnalysisJob, ExamplesChoice
 from napari_fracto.findings import AnalysisContext, AnalysisResult
+from napari_fracto.overlay import advice_text, as_sentence, canvas_text, label_definition
+from napari_fracto.training.registry import AdapterChoice, adapter_choices
+from napari_fracto.viewer_layers import (
+    DISPLAY_OF,
+    Plane,
+    PtychoParts,
+    canvas_text_overlay,
+    display_layer_name,
+    displayed_plane,
+    ptycho_parts,
+)
 from napari_fracto.vocabulary import analysis_tasks
 from napari_fracto.widgets._common import (
     Outcome,
@@ -56,7 +66,6 @@ if TYPE_CHECKING:
 
     from napari_fracto.backends.base import Backend
     from napari_fracto.ptycho.display import DisplayOptions
-    from napari_fracto.ptycho.prepare import ScanGeometry
     from napari_fracto.settings import BackendSettings
 
 logger = logging.getLogger(__name__)
@@ -65,8 +74,6 @@ logger = logging.getLogger(__name__)
 _CONFIRMED_HOSTS: set[str] = set()
 
 KINDS = ("transformers", "openai")
-# metadata key of a derived display layer: the name of the layer it shows (never analysed itself)
-DISPLAY_OF = "napari_fracto_display_of"
 NO_POSITIONS_TIP = (
     "Needs the scan positions and the probe: open the reconstruction from a file that has them "
     "(Ptychodus .h5, CXI with translations, .npz with xcoords/ycoords), which adds the '... scan "
@@ -77,47 +84,6 @@ ADAPTER_TIP = (
     "A LoRA adapter: pick one registered by training (for the task and model above) or type a folder. "
     "With an OpenAI-compatible server: the served LoRA name."
 )
-CANVAS_LINE_CHARS = 40
-
-
-@dataclass
-class Plane:
-    """The 2-D image (RGB allowed) the user is looking at, and where it sits in its layer."""
-
-    array: Any
-    leading: tuple[int, ...]
-    source: str
-
-
-def displayed_plane(layer: Any, viewer: Any) -> Plane:
-    """The plane of `layer` shown in the viewer: the whole image in 2-D, the current slice of a stack.
-
-    Raises ValueError (shown to the user) when no single 2-D plane is displayed.
-    """
-    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
-    ndim = int(layer.ndim)
-    base = str(getattr(layer.source, "path", None) or layer.name)
-    if ndim == 2:
-        return Plane(data, (), base)
-    if viewer.dims.ndisplay != 2:
-        raise ValueError(
-            f"'{layer.name}' is shown in 3-D. Analyze works on one 2-D plane: switch the viewer to 2-D "
-            "(the 2D/3D button at the bottom left) and pick a plane with the sliders."
-        )
-    world_ndim = viewer.dims.ndim
-    if sorted(viewer.dims.displayed) != [world_ndim - 2, world_ndim - 1]:
-        raise ValueError(
-            "Analyze works on the image's last two axes (rows and columns); the viewer shows other axes. "
-            "Use 'Roll dimensions' or reset the axis order, then analyse again."
-        )
-    from napari_fracto.imaging import displayed_plane as plane_of
-
-    coords = layer.world_to_data(viewer.dims.point)
-    shape = layer.data[0].shape if getattr(layer, "multiscale", False) else layer.data.shape
-    # the same rounding and clipping as imaging.displayed_plane, to name the plane and place the boxes
-    leading = tuple(int(min(max(round(float(c)), 0), shape[i] - 1)) for i, c in enumerate(coords[: ndim - 2]))
-    label = ", ".join(str(i) for i in leading)
-    return Plane(plane_of(data, coords[: ndim - 2], rgb=bool(layer.rgb)), leading, f"{base} [plane {label}]")
 
 
 def _host(settings: BackendSettings) -> str:
@@ -142,152 +108,6 @@ def _default_make_backend(settings: BackendSettings, api_key: str | None) -> Bac
     return make_backend(settings, api_key=api_key)
 
 
-@dataclass
-class _Job:
-    """One run; lives in the worker thread until it returns, then its fields are read on the UI thread."""
-
-    array: Any
-    task: str
-    settings: BackendSettings
-    api_key: str | None
-    backend: Backend | None
-    make_backend: Callable[[BackendSettings, str | None], Backend]
-    context: AnalysisContext
-    tiles: int
-    advice: bool
-    source: str
-    cancel: threading.Event
-    progress: Callable[[int, int], None]
-    amplitude: Any = None  # the amplitude layer's plane of a ptychography object: analysed as complex
-    display: DisplayOptions | None = None
-    geometry: ScanGeometry | None = None
-    recon_settings: str = ""
-    examples: ExamplesChoice | None = None  # in-context examples from a corrections dataset
-    built_backend: bool = False  # this job made its backend (rather than reusing the widget's)
-
-    def run(self) -> AnalysisResult:
-        from napari_fracto.icl import example_chooser
-
-        array = np.asarray(self.array)  # lazy (dask, zarr) planes load here, off the UI thread
-        if self.amplitude is not None:  # phase + amplitude layers are one complex object again
-            array = np.asarray(self.amplitude) * np.exp(1j * array.astype(np.float64))
-        ex = self.examples
-        # before the model loads: a dataset without reviewed train images fails fast
-        chooser = (
-            example_chooser(
-                ex.dataset,
-                self.task,
-                ex.shots,
-                ex.method,
-                self.context,
-                advice=self.advice,
-                max_image_tokens=self.settings.max_image_tokens,
-                cache=ex.cache,
-            )
-            if ex is not None
-            else None
-        )
-        try:
-            return self._analyze(array, chooser or ())
-        finally:
-            if chooser is not None:
-                chooser.close()
-
-    def _analyze(self, array: np.ndarray, examples: Any) -> AnalysisResult:
-        from napari_fracto.analysis import analyze_array
-
-        if self.backend is None:
-            self.backend = self.make_backend(self.settings, self.api_key)
-            self.built_backend = True
-        return analyze_array(
-            array,
-            task=self.task,
-            backend=self.backend,
-            context=self.context,
-            max_image_tokens=self.settings.max_image_tokens,
-            max_new_tokens=self.settings.max_new_tokens,
-            tiles=self.tiles,
-            source=self.source,
-            advice=self.advice,
-            display=self.display,
-            geometry=self.geometry,
-            recon_settings=self.recon_settings,
-            examples=examples,
-            cancel=self.cancel,
-            progress=self.progress,
-        )
-
-
-@dataclass(frozen=True)
-class ExamplesChoice:
-    """The Examples row: `shots` solved examples from `dataset`'s reviewed train images, by `method`."""
-
-    dataset: str
-    shots: int
-    method: str = "similar"
-    cache: Any = None  # an icl.FeatureCache kept by the widget, so features are computed once per image
-
-
-@dataclass(frozen=True)
-class AdapterChoice:
-    """One registered adapter as the Analyze widget lists it; `fits` is False for another base model."""
-
-    name: str
-    path: str
-    base_model: str
-    fits: bool
-    tooltip: str
-
-    @property
-    def text(self) -> str:
-        base = self.base_model.rstrip("/").rsplit("/", 1)[-1]
-        return f"{self.name} ({base})" if self.fits else f"{self.name} (for {base}, not this model)"
-
-
-def evaluation_summary(evaluation: dict[str, Any]) -> str:
-    """Base vs adapter on the test split, in one line per score ("" when the registry has none)."""
-    base, adapted = evaluation.get("base") or {}, evaluation.get("adapter") or {}
-    lines = []
-    for key, title in (
-        ("micro_f1", "micro-F1"),
-        ("macro_f1", "macro-F1"),
-        ("set_precision", "set precision"),
-    ):
-        a, b = adapted.get(key), base.get(key)
-        if isinstance(a, int | float):
-            was = f"base {b:.2f} → " if isinstance(b, int | float) else ""
-            lines.append(f"{title}: {was}adapter {a:.2f}")
-    n = adapted.get("n_images") or base.get("n_images")
-    if lines and n:
-        lines.insert(0, f"Test split ({n} images):")
-    return "\n".join(lines)
-
-
-def adapter_choices(task: str, model: str) -> list[AdapterChoice]:
-    """The adapters registered for `task` (newest first), marked when trained on another base model."""
-    from pathlib import Path
-
-    from napari_fracto.training.registry import list_adapters
-
-    wanted = Path(model.strip()).name if model.strip() else ""
-    out = []
-    for entry in list_adapters(task=task):
-        fits = not wanted or Path(entry.base_model).name == wanted
-        lines = [f"{entry.path}", f"Base model: {entry.base_model}", f"Method: {entry.method}"]
-        if entry.created_at:
-            lines.append(f"Trained: {entry.created_at}")
-        summary = evaluation_summary(entry.evaluation)
-        lines.append(summary or "No evaluation recorded.")
-        if not fits:
-            lines.insert(
-                0,
-                f"Trained on {entry.base_model}, not on the model set above ({model.strip()}): "
-                "set that model to use this adapter.",
-            )
-        out.append(AdapterChoice(entry.name, entry.path, entry.base_model, fits, "\n".join(lines)))
-    return out
-
-
 class AnalyzeWidget(QWidget):
     """Dock widget: pick an image, describe the sample, choose a model, press Analyze.
 
@@ -306,7 +126,7 @@ class AnalyzeWidget(QWidget):
         self.last_result: AnalysisResult | None = None
         self._backend: Backend | None = None
         self._backend_key: str | None = None
-        self._job: _Job | None = None
+        self._job: AnalysisJob | None = None
         self._worker: Any = None
         self._relay = ProgressRelay(self)
         self._relay.progress.connect(self._on_progress)
@@ -676,7 +496,7 @@ class AnalyzeWidget(QWidget):
         from napari_fracto.ptycho.display import DisplayOptions
 
         layer = self._selected_layer()
-        if layer is None or _ptycho_parts(self.viewer, layer) is None:
+        if layer is None or ptycho_parts(self.viewer, layer) is None:
             return None
         ramp, unwrap = self.ramp_check.isChecked(), self.unwrap_check.isChecked()
         crop = self.crop_check.isChecked() and self.crop_check.isEnabled()
@@ -696,10 +516,10 @@ class AnalyzeWidget(QWidget):
         finally:
             self._in_display_update = False
 
-    def _update_display_controls(self) -> tuple[Any, _PtychoParts | None]:
+    def _update_display_controls(self) -> tuple[Any, PtychoParts | None]:
         """Enable the options that fit the selected layer; crop only with scan positions and a probe."""
         layer = self._selected_layer()
-        parts = _ptycho_parts(self.viewer, layer) if layer is not None else None
+        parts = ptycho_parts(self.viewer, layer) if layer is not None else None
         for box in (self.ramp_check, self.unwrap_check):
             box.setEnabled(parts is not None)
         self.crop_check.setEnabled(parts is not None and parts.geometry.can_crop)
@@ -847,9 +667,9 @@ class AnalyzeWidget(QWidget):
         if key != self._backend_key:
             self._close_backend()
             self._backend_key = key
-        parts = _ptycho_parts(self.viewer, layer) if not plane.leading else None
+        parts = ptycho_parts(self.viewer, layer) if not plane.leading else None
         task = self.task_combo.currentText()
-        job = _Job(
+        job = AnalysisJob(
             array=plane.array,
             task=task,
             settings=settings,
@@ -893,7 +713,7 @@ class AnalyzeWidget(QWidget):
             return True
         return False
 
-    def _start(self, job: _Job, layer: Any, plane: Plane) -> None:
+    def _start(self, job: AnalysisJob, layer: Any, plane: Plane) -> None:
         from napari.qt.threading import create_worker
 
         self._job = job
@@ -924,7 +744,7 @@ class AnalyzeWidget(QWidget):
             self.progress_bar.setRange(0, total)
             self.progress_bar.setValue(done)
 
-    def _on_worker_finished(self, job: _Job) -> None:
+    def _on_worker_finished(self, job: AnalysisJob) -> None:
         # Keep a freshly loaded model for the next run, even when this run was cancelled or failed.
         # Only a backend this job built is its to keep or close, and only once: the worker's `finished`
         # can arrive after the next run has already replaced (and closed) the cached one.
@@ -939,7 +759,7 @@ class AnalyzeWidget(QWidget):
             else:
                 _close_quietly(job.backend)
 
-    def _on_returned(self, job: _Job, outcome: Outcome, layer: Any, plane: Plane) -> None:
+    def _on_returned(self, job: AnalysisJob, outcome: Outcome, layer: Any, plane: Plane) -> None:
         if job is not self._job or job.cancel.is_set():
             return  # a cancelled run: its answer is no longer wanted
         self._job = None
@@ -987,16 +807,8 @@ class AnalyzeWidget(QWidget):
         else:
             show_info("The image layer was closed while it was analysed; results are shown here only.")
 
-        image_level = [f.label for f in result.findings if f.box is None]
-        lines = [verdict]
-        if image_level:
-            lines.append("Whole image: " + ", ".join(dict.fromkeys(image_level)))
-        disagreements = list(result.evidence.get("disagreements", ()))
-        if disagreements:
-            lines.append(f"Evidence disagrees ({len(disagreements)}): see the Analyze panel")
-        # short lines: napari does not wrap overlay text, and a long line runs off a narrow canvas
         overlay = canvas_text_overlay(self.viewer)
-        overlay.text = "\n".join("\n".join(textwrap.wrap(line, CANVAS_LINE_CHARS)) for line in lines)
+        overlay.text = canvas_text(result, verdict)
         overlay.box = True  # readable on bright and dark images alike
         overlay.visible = True
 
@@ -1020,7 +832,7 @@ class AnalyzeWidget(QWidget):
 
         disagreements = list(result.evidence.get("disagreements", ()))
         self.disagreement_label.setText(
-            "\n".join(f"⚠ {_sentence(d)}" for d in disagreements) if disagreements else ""
+            "\n".join(f"⚠ {as_sentence(d)}" for d in disagreements) if disagreements else ""
         )
         lines = evidence_lines(result.evidence)
         if result.preprocessing:
@@ -1035,7 +847,7 @@ class AnalyzeWidget(QWidget):
         table = self.results_table
         table.setRowCount(len(result.findings))
         for row, finding in enumerate(result.findings):
-            definition = _definition(vocab, finding.label)
+            definition = label_definition(vocab, finding.label)
             conf = "" if finding.confidence is None else f"{finding.confidence:.2f}"
             for col, text in enumerate((finding.label, conf, "yes" if finding.box else "no")):
                 item = QTableWidgetItem(text)
@@ -1052,91 +864,6 @@ class AnalyzeWidget(QWidget):
         self.cancel()
         self._close_backend()
         super().closeEvent(event)
-
-
-def display_layer_name(image_name: str) -> str:
-    """The derived layer that shows an image with the ptychography display options applied."""
-    return f"{image_name} (display)"
-
-
-def advice_text(result: AnalysisResult) -> str:
-    """The reconstruction advice as a list under the verdict; empty when none was asked or given."""
-    if not result.advice:
-        return ""
-    return "Suggested fixes:\n" + "\n".join(f"• {item}" for item in result.advice)
-
-
-def _sentence(text: str) -> str:
-    return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
-
-
-@dataclass
-class _PtychoParts:
-    """The layers one ptychography product opened as: the phase, its amplitude, and the scan geometry."""
-
-    phase: Any
-    amplitude: Any
-    geometry: ScanGeometry
-
-    def complex_object(self) -> np.ndarray:
-        phase = np.asarray(self.phase.data, dtype=np.float64)
-        if self.amplitude is None:
-            return phase
-        return np.asarray(self.amplitude.data) * np.exp(1j * phase)
-
-
-def _ptycho_parts(viewer: Any, layer: Any) -> _PtychoParts | None:
-    """The phase layer's siblings as the reader names them ('<name> amplitude', '... scan positions',
-    '... probe amplitude'), or None when `layer` is not the phase of a 2-D reconstruction."""
-    from napari.layers import Image, Points
-
-    from napari_fracto.ptycho.prepare import ScanGeometry
-
-    meta = getattr(layer, "metadata", {}) or {}
-    if not isinstance(layer, Image) or meta.get("complex_part") != "phase" or layer.ndim != 2 or layer.rgb:
-        return None
-    base = layer.name.removesuffix(" phase")
-    layers = viewer.layers
-
-    def sibling(suffix: str, kind: type) -> Any:
-        name = f"{base} {suffix}"
-        return layers[name] if name in layers and isinstance(layers[name], kind) else None
-
-    amplitude = sibling("amplitude", Image)
-    if amplitude is not None and amplitude.data.shape != layer.data.shape:
-        amplitude = None
-    points = sibling("scan positions", Points)
-    probe = sibling("probe amplitude", Image)
-    world = None
-    if points is not None and len(points.data):
-        world = np.asarray(points.data, dtype=float) * np.asarray(points.scale) + np.asarray(points.translate)
-    extent = None
-    if probe is not None:
-        extent = tuple(
-            float(n) * float(s) for n, s in zip(probe.data.shape[-2:], probe.scale[-2:], strict=True)
-        )
-    step = meta.get("scan_step_px")
-    geometry = ScanGeometry.from_world_points(
-        world, layer.scale, layer.translate, extent, float(step) if isinstance(step, int | float) else None
-    )
-    return _PtychoParts(layer, amplitude, geometry)
-
-
-def canvas_text_overlay(viewer: Any) -> Any:
-    """The canvas text overlay (`viewer.canvas.overlays.text` since napari 0.9; `text_overlay` before)."""
-    canvas = getattr(viewer, "canvas", None)
-    overlays = getattr(canvas, "overlays", None)
-    if overlays is not None and "text" in overlays:
-        return overlays["text"]
-    return viewer.text_overlay
-
-
-def _definition(vocab: Any, label: str) -> str:
-    try:
-        entry = vocab.get(label)
-    except (KeyError, LookupError):
-        return ""
-    return getattr(entry, "definition", "") or ""
 
 
 def _close_quietly(backend: Backend) -> None:
