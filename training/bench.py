@@ -64,28 +64,11 @@ PUBLISHED = {
 
 def real_size_config(size: str, tokenizer: Any) -> Any:
     """The Qwen3VLConfig of the published model `size` ("2B"/"4B"), with `tokenizer`'s special-token ids."""
-    from transformers import Qwen3VLConfig
+    from napari_fracto.testing.tiny_vlm import qwen3vl_config
 
-    ids = tokenizer.convert_tokens_to_ids
-    text = {
-        **_TEXT,
-        **PUBLISHED[size],
-        "tie_word_embeddings": True,
-        "dtype": "bfloat16",
-        "bos_token_id": ids("<|endoftext|>"),
-        "eos_token_id": ids("<|im_end|>"),
-        "pad_token_id": ids("<|endoftext|>"),
-    }
+    text = {**_TEXT, **PUBLISHED[size], "dtype": "bfloat16"}
     vision = {**_VISION, "out_hidden_size": PUBLISHED[size]["hidden_size"]}
-    return Qwen3VLConfig(
-        text_config=text,
-        vision_config=vision,
-        image_token_id=ids("<|image_pad|>"),
-        video_token_id=ids("<|video_pad|>"),
-        vision_start_token_id=ids("<|vision_start|>"),
-        vision_end_token_id=ids("<|vision_end|>"),
-        tie_word_embeddings=True,
-    )
+    return qwen3vl_config(text, vision, tokenizer, tie_word_embeddings=True)
 
 
 def build_model_dir(size: str, out: Path) -> Path:

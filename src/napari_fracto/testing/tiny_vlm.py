@@ -15,6 +15,7 @@ import json
 import sys
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 # Qwen's special tokens in the order (and so with the relative ids) of the official tokenizer.
 SPECIAL_TOKENS: tuple[str, ...] = (
@@ -193,9 +194,6 @@ def build_tokenizer(vocab_size: int = 512):
 
 def tiny_config(tokenizer, *, hidden_size: int = 64):
     """A Qwen3VLConfig small enough to run in milliseconds on a CPU (vision: patch 16, merge 2)."""
-    from transformers import Qwen3VLConfig
-
-    ids = tokenizer.convert_tokens_to_ids
     head_dim = 16
     text = {
         "vocab_size": len(tokenizer),
@@ -213,10 +211,6 @@ def tiny_config(tokenizer, *, hidden_size: int = 64):
             "mrope_section": [4, 2, 2],  # sums to head_dim / 2, like [24, 20, 20] for head_dim 128
         },
         "initializer_range": 0.2,  # large enough that outputs depend on the input
-        "tie_word_embeddings": False,
-        "bos_token_id": ids("<|endoftext|>"),
-        "eos_token_id": ids("<|im_end|>"),
-        "pad_token_id": ids("<|endoftext|>"),
         "dtype": "float32",
     }
     vision = {
@@ -232,6 +226,21 @@ def tiny_config(tokenizer, *, hidden_size: int = 64):
         "deepstack_visual_indexes": [1],
         "initializer_range": 0.2,
     }
+    return qwen3vl_config(text, vision, tokenizer, tie_word_embeddings=False)
+
+
+def qwen3vl_config(text: dict, vision: dict, tokenizer: Any, *, tie_word_embeddings: bool) -> Any:
+    """A Qwen3VLConfig whose special-token ids are the tokenizer's (Qwen's chat and vision markers)."""
+    from transformers import Qwen3VLConfig
+
+    ids = tokenizer.convert_tokens_to_ids
+    text = {
+        **text,
+        "tie_word_embeddings": tie_word_embeddings,
+        "bos_token_id": ids("<|endoftext|>"),
+        "eos_token_id": ids("<|im_end|>"),
+        "pad_token_id": ids("<|endoftext|>"),
+    }
     return Qwen3VLConfig(
         text_config=text,
         vision_config=vision,
@@ -239,7 +248,7 @@ def tiny_config(tokenizer, *, hidden_size: int = 64):
         video_token_id=ids("<|video_pad|>"),
         vision_start_token_id=ids("<|vision_start|>"),
         vision_end_token_id=ids("<|vision_end|>"),
-        tie_word_embeddings=False,
+        tie_word_embeddings=tie_word_embeddings,
     )
 
 
