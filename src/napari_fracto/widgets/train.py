@@ -35,6 +35,7 @@ from qtpy.QtWidgets import (
 
 from napari_fracto.training.config import KNOWN_BASES, PRESETS
 from napari_fracto.training.progress import TrainStatus
+from napari_fracto.widgets._common import hbox
 
 if TYPE_CHECKING:
     import napari
@@ -108,7 +109,7 @@ class TrainWidget(QWidget):
         browse = QToolButton()
         browse.setText("…")
         browse.clicked.connect(self._browse_dataset)
-        form.addRow("Dataset", _row(self.dataset_edit, browse))
+        form.addRow("Dataset", hbox(self.dataset_edit, browse))
         self.task_edit = QLineEdit()
         self.task_edit.setPlaceholderText("the dataset's only task")
         form.addRow("Task", self.task_edit)
@@ -118,7 +119,7 @@ class TrainWidget(QWidget):
         model_browse = QToolButton()
         model_browse.setText("…")
         model_browse.clicked.connect(self._browse_model)
-        form.addRow("Base model", _row(self.model_combo, model_browse))
+        form.addRow("Base model", hbox(self.model_combo, model_browse))
         self.preset_combo = QComboBox()
         self.preset_combo.addItems([NO_PRESET, "auto", *PRESETS])
         self.preset_combo.currentTextChanged.connect(self._preset_changed)
@@ -367,15 +368,6 @@ class TrainWidget(QWidget):
 
 def _fmt(value: Any) -> str:
     return "n/a" if value is None else f"{value:.3f}"
-
-
-def _row(*widgets: QWidget) -> QWidget:
-    box = QWidget()
-    lay = QHBoxLayout(box)
-    lay.setContentsMargins(0, 0, 0, 0)
-    for w in widgets:
-        lay.addWidget(w)
-    return box
 
 
 __all__ = ["LossPlot", "TrainWidget"]
