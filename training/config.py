@@ -15,13 +15,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from napari_fracto.errors import UserError
+
 Method = Literal["lora", "qlora"]
 Device = Literal["auto", "cuda", "cpu"]
 
 CONFIG_FILE = "train_config.json"
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """The training configuration is invalid; the message says which setting and what to change."""
 
 

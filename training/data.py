@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from napari_fracto.errors import UserError
 from napari_fracto.findings import Finding
 
 if TYPE_CHECKING:
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 TURNS = (0, 1, 2, 3)  # quarter turns counter-clockwise, like numpy.rot90
 
 
-class TrainingDataError(ValueError):
+class TrainingDataError(UserError, ValueError):
     """The dataset cannot give training examples as asked; the message says what to do."""
 
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from napari_fracto.errors import UserError
+
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 VLLM_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # --max-lora-rank values vLLM accepts
@@ -22,7 +24,7 @@ _MODEL_FILE_SUFFIXES = (".json", ".jinja", ".txt", ".model", ".tiktoken")
 _NOT_COPIED = {"config.json", "model.safetensors.index.json", "generation_config.json"}
 
 
-class ExportError(ValueError):
+class ExportError(UserError, ValueError):
     """The adapter cannot be exported as asked; the message says what to do."""
 
 

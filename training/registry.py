@@ -15,13 +15,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from napari_fracto.errors import UserError
+
 log = logging.getLogger(__name__)
 
 REGISTRY_FILE = "adapters.json"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 
 
-class RegistryError(ValueError):
+class RegistryError(UserError, ValueError):
     """The adapter registry cannot do what was asked; the message says what to do."""
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from napari_fracto.errors import UserError
 from napari_fracto.training.config import TrainConfig, choose_preset, free_gpu_memory_gb, memory_table
 from napari_fracto.training.runfolder import RunFolder, library_versions, model_card, new_run_dir
 
@@ -34,7 +35,7 @@ VISION_LINEAR = r"model\.visual\..*\.(qkv|proj|linear_fc1|linear_fc2)"
 Emit = Callable[[dict[str, Any]], None]
 
 
-class TrainingError(RuntimeError):
+class TrainingError(UserError, RuntimeError):
     """Training cannot start or go on; the message says what to do."""
 
 

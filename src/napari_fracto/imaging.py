@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from napari_fracto.errors import UserError
+
 if TYPE_CHECKING:
     from PIL.Image import Image
 
@@ -32,7 +34,7 @@ SAMPLE_PIXELS = 2_000_000
 BAND_PIXELS = 4_000_000
 
 
-class ImageError(ValueError):
+class ImageError(UserError, ValueError):
     """The array cannot be shown to the model as it is; the message says what to do."""
 
 

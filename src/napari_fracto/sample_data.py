@@ -14,12 +14,14 @@ from typing import Any
 
 import numpy as np
 
+from napari_fracto.errors import UserError
+
 LayerDataTuple = tuple[Any, dict[str, Any], str]
 
 CERAMIC_PIXEL_UM = 0.05
 
 
-class SampleDataError(FileNotFoundError):
+class SampleDataError(UserError, FileNotFoundError):
     """A shipped sample file is missing: the installation is incomplete."""
 
 

@@ -38,11 +38,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from napari_fracto.errors import UserError
+
 VOCAB_DIR_ENV = "NAPARI_FRACTO_VOCAB_DIR"
 _BUILTIN_PACKAGE = "napari_fracto.vocabularies"
 
 
-class VocabularyError(ValueError):
+class VocabularyError(UserError, ValueError):
     """A vocabulary file is missing or malformed; the message names the file and what to fix."""
 
 

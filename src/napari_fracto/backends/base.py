@@ -10,11 +10,13 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
+from napari_fracto.errors import UserError
+
 if TYPE_CHECKING:
     from PIL.Image import Image
 
 
-class BackendError(RuntimeError):
+class BackendError(UserError, RuntimeError):
     """A backend failed in a way the user can act on; the message says what to do."""
 
 

@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from napari_fracto.errors import UserError
 from napari_fracto.findings import AnalysisContext, Finding
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """The dataset cannot do what was asked; the message says what to do instead."""
 
 

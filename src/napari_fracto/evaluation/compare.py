@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from napari_fracto.errors import UserError
 from napari_fracto.settings import BackendSettings
 
 # Backend settings that do not change what the model answers (so they do not invalidate the cache).
@@ -47,7 +48,7 @@ _EVAL_FIELDS = {
 }
 
 
-class ComparisonError(ValueError):
+class ComparisonError(UserError, ValueError):
     """A comparison file or configuration is invalid; the message says where and what to change."""
 
 

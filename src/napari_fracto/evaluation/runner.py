@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from napari_fracto.backends.base import BackendError, CancelledError
+from napari_fracto.errors import UserError
 from napari_fracto.evaluation.compare import EvalConfig
 from napari_fracto.findings import AnalysisContext
 from napari_fracto.metrics import DEFAULT_RESAMPLES, ImageOutcome, Scores, score
@@ -37,7 +38,7 @@ Progress = Callable[[int, int, str], None]
 BackendFactory = Callable[["BackendSettings"], "Backend"]
 
 
-class EvaluationError(ValueError):
+class EvaluationError(UserError, ValueError):
     """The evaluation cannot run as asked; the message says what to do."""
 
 

@@ -20,6 +20,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from napari_fracto.errors import UserError
+
 LayerDataTuple = tuple[Any, dict[str, Any], str]
 PositionUnits = Literal["m", "px"]
 
@@ -29,7 +31,7 @@ _LIGHT_M_S = 299_792_458.0
 _ELECTRON_VOLT_J = 1.602176634e-19
 
 
-class PtychoFormatError(ValueError):
+class PtychoFormatError(UserError, ValueError):
     """The file is not a ptychography product this module understands; the message says why."""
 
 

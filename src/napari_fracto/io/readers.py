@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_fracto.errors import UserError
 from napari_fracto.io.ptycho import (
     LayerDataTuple,
     PtychoFormatError,
@@ -49,7 +50,7 @@ _LENGTH_TO_M = {
 }
 
 
-class ReaderError(ValueError):
+class ReaderError(UserError, ValueError):
     """A file could not be opened; the message names the file and says what to do."""
 
 

@@ -17,12 +17,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from napari_fracto.errors import UserError
+
 FORMAT = "napari-fracto findings"
 FORMAT_VERSION = 1
 CSV_COLUMNS = ("label", "confidence", "x1", "y1", "x2", "y2", "plane", "source")
 
 
-class WriterError(ValueError):
+class WriterError(UserError, ValueError):
     """The layer cannot be written as asked; the message says what to do."""
 
 

@@ -23,13 +23,14 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from napari_fracto.dataset.model import Decision
+from napari_fracto.errors import UserError
 from napari_fracto.findings import AnalysisResult, Box, Finding
 
 if TYPE_CHECKING:
     from napari_fracto.dataset.model import ReviewRecord
 
 
-class ReviewError(ValueError):
+class ReviewError(UserError, ValueError):
     """A review edit that cannot be made; the message says what to do instead."""
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from napari_fracto.dataset.model import DatasetError
+from napari_fracto.errors import UserError
 from napari_fracto.findings import AnalysisResult
 
 if TYPE_CHECKING:
@@ -25,7 +26,7 @@ JSONL_SUFFIXES = (".jsonl", ".ndjson")
 _PLANE = re.compile(r"^(?P<path>.*) \[plane (?P<index>\d+(?:, *\d+)*)\]$")
 
 
-class QueueError(ValueError):
+class QueueError(UserError, ValueError):
     """A review queue cannot be built from what was given; the message says what to do."""
 
 

@@ -26,8 +26,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from napari_fracto.errors import UserError
 
-class ServeError(RuntimeError):
+
+class ServeError(UserError, RuntimeError):
     """The server did not start; the message holds the end of its log."""
 
 
