@@ -11,16 +11,17 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from napari_fracto.backends.base import CancelledError
 from napari_fracto.findings import AnalysisContext, AnalysisResult, Box, Finding
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from napari_fracto.backends.base import Backend
     from napari_fracto.prompts import Example
     from napari_fracto.ptycho.display import DisplayOptions
     from napari_fracto.ptycho.prepare import ScanGeometry
+    from napari_fracto.request import AnalysisRequest
     from napari_fracto.vocabulary import Vocabulary
 
 # Tasks whose images get quantitative evidence beside the model's verdict by default.
@@ -49,6 +50,7 @@ def analyze_array(
 ) -> AnalysisResult:
     """Analyse one 2-D image (any dtype; RGB and complex included) and return findings in pixels.
 
+    The keyword options become one `request.AnalysisRequest` (see `run_request`, which does the work).
     `tiles` > 1 splits the image into tiles x tiles regions, asked separately, so fine features of a
     large SEM image survive the image-token budget; boxes from each tile are mapped back to the image.
     `examples` are solved in-context examples, or a function choosing them for this image (see
@@ -59,55 +61,102 @@ def analyze_array(
     (default: on for the ptychography task) measures the image as sent and compares it with the model's
     labels. `recon_settings` (free text) goes in the prompt and, for the record, in `evidence`.
     """
-    from napari_fracto import geometry as geo
-    from napari_fracto import imaging, parsing, prompts
-    from napari_fracto.ptycho.prepare import evidence_record, prepare_image
-    from napari_fracto.vocabulary import advice_vocabulary, load_vocabulary
+    from napari_fracto.prompts import PROMPT_VERSION
+    from napari_fracto.request import AnalysisRequest
+    from napari_fracto.vocabulary import load_vocabulary
 
     vocab = load_vocabulary(task) if isinstance(task, str) else task
-    advice_vocab = advice_vocabulary(vocab.task) if advice else None
-    context = context or AnalysisContext()
-    plane = imaging.as_plane(array)  # validates: a stack or an empty array never reaches the model
-    prepared = prepare_image(plane, display, geometry, part=complex_part)
-    plane = prepared.image
-    row0, col0 = prepared.offset
-    height, width = plane.shape[:2]
-    recon_settings = recon_settings.strip()
-    regions = _regions(width, height, tiles)
-    if callable(examples):
-        examples = examples(plane)
+    request = AnalysisRequest(
+        task=vocab.task,
+        source=source,
+        complex_part=complex_part,
+        display=display,
+        tiles=max(int(tiles), 1),
+        max_image_tokens=max_image_tokens,
+        max_new_tokens=max_new_tokens,
+        context=context or AnalysisContext(),
+        recon_settings=recon_settings.strip(),
+        advice=advice,
+        prompt_version=PROMPT_VERSION,
+        vocabulary_version=vocab.version,
+    )
+    return run_request(
+        request,
+        array,
+        backend,
+        examples=examples,
+        geometry=geometry,
+        evidence=evidence,
+        cancel=cancel,
+        progress=progress,
+        vocab=vocab,
+    )
 
+
+def run_request(
+    request: AnalysisRequest,
+    array: np.ndarray,
+    backend: Backend,
+    *,
+    examples: Sequence[Example] | Callable[[np.ndarray], Sequence[Example]] = (),
+    geometry: ScanGeometry | None = None,
+    evidence: bool | None = None,
+    cancel: threading.Event | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    vocab: Vocabulary | None = None,
+) -> AnalysisResult:
+    """Ask `backend` what `request` asks of `array`; the result carries the request as it was answered.
+
+    `geometry` (scan positions) is resolved into the request's crop and used for the evidence; a stored
+    request (evaluation, re-analysis) already has its crop. `examples` not given: none, or the request's
+    own when it names examples (they must then be given as images, e.g. by evaluation).
+    """
+    from napari_fracto import geometry as geo
+    from napari_fracto import imaging, parsing, prompts
+    from napari_fracto.prepare import chat, example_refs, prepare, resolve, vocabularies
+    from napari_fracto.ptycho.prepare import evidence_record
+    from napari_fracto.request import BackendRef, public_url
+
+    if vocab is None:
+        vocab, advice_vocab = vocabularies(request)
+    else:
+        advice_vocab = vocabularies(request)[1]
+    request = resolve(request, array, geometry)
+    model_input = prepare(request, array)
+    if callable(examples):
+        examples = examples(model_input.plane)
+    examples = list(examples)
+    request = request.with_changes(
+        examples=example_refs(examples),
+        backend=BackendRef(
+            kind=backend.name,
+            model=backend.model,
+            adapter=backend.adapter,
+            base_url=public_url(str(getattr(backend, "base_url", "") or "")),
+        ),
+        prompt_version=prompts.PROMPT_VERSION,
+        vocabulary_version=vocab.version,
+    )
+    row0, col0 = model_input.offset
+    width, height = model_input.width, model_input.height
+    tiles = model_input.tiles
     started = time.perf_counter()
     findings: list[Finding] = []
     unknown: list[str] = []
     advice_out: list[str] = []
-    problems: list[str] = []
+    problems: list[str] = list(model_input.problems)
     texts: list[str] = []
     parse_ok = False
-    for index, region in enumerate(regions):
+    for index, tile in enumerate(tiles):
         if cancel is not None and cancel.is_set():
             raise CancelledError("Analysis cancelled.")
-        tile = plane[region.y0 : region.y0 + region.height, region.x0 : region.x0 + region.width]
-        try:
-            image = imaging.prepare_model_image(tile, max_image_tokens, complex_part=complex_part)
-        except imaging.ImageError as exc:
-            if len(regions) == 1:
-                raise
-            problems.append(f"tile {index + 1} skipped: {exc}")  # e.g. a tile of NaN padding
+        if tile.image is None:
             continue
-        request = prompts.build_request(
-            vocab,
-            image,
-            context=None if context.is_empty() else context,
-            examples=examples,
-            max_new_tokens=max_new_tokens,
-            advice_vocab=advice_vocab,
-            recon_settings=recon_settings,
-        )
-        request.json_schema = prompts.response_schema(vocab, advice_vocab=advice_vocab)
-        request.cancel = cancel
-        reply = backend.generate(request)
-        texts.append(reply.text if len(regions) == 1 else f"[tile {index + 1} {region}]\n{reply.text}")
+        vlm_request = chat(request, tile.image, examples, vocab=vocab)
+        vlm_request.cancel = cancel
+        reply = backend.generate(vlm_request)
+        region = tile.region
+        texts.append(reply.text if len(tiles) == 1 else f"[tile {index + 1} {region}]\n{reply.text}")
         parsed = parsing.parse_response(reply.text, vocab, advice_vocab=advice_vocab)
         parse_ok = parse_ok or parsed.ok
         problems.extend(parsed.problems)
@@ -123,7 +172,7 @@ def analyze_array(
                     box = Box(box.x1 + col0, box.y1 + row0, box.x2 + col0, box.y2 + row0)
             findings.append(Finding(finding.label, finding.confidence, box))
         if progress is not None:
-            progress(index + 1, len(regions))
+            progress(index + 1, len(tiles))
 
     if not texts:
         raise imaging.ImageError("no part of the image could be shown to the model: " + "; ".join(problems))
@@ -131,9 +180,9 @@ def analyze_array(
     measured: dict[str, Any] = {}
     if evidence if evidence is not None else vocab.task in EVIDENCE_TASKS:
         labels = list(dict.fromkeys(f.label for f in findings)) if parse_ok else None
-        measured = evidence_record(prepared.evidence_input, geometry, labels)
-    if recon_settings:
-        measured["reconstruction_settings"] = recon_settings
+        measured = evidence_record(model_input.evidence_input, geometry, labels)
+    if request.recon_settings:
+        measured["reconstruction_settings"] = request.recon_settings
     return AnalysisResult(
         task=vocab.task,
         findings=findings,
@@ -144,25 +193,17 @@ def analyze_array(
         prompt_version=prompts.PROMPT_VERSION,
         vocabulary_version=vocab.version,
         seconds=time.perf_counter() - started,
-        image_shape=tuple(int(n) for n in array.shape),
-        source=source,
-        context=context,
+        image_shape=tuple(int(n) for n in np.shape(array)),
+        source=request.source,
+        context=request.context,
         unknown_labels=list(dict.fromkeys(unknown)),
         advice=list(dict.fromkeys(advice_out)),
         parse_ok=parse_ok,
         problems=problems,
-        preprocessing=prepared.preprocessing,
+        preprocessing=model_input.preprocessing,
         evidence=measured,
+        request=request,
     )
-
-
-def _regions(width: int, height: int, tiles: int) -> list[Any]:
-    from napari_fracto import geometry
-
-    if tiles <= 1:
-        return [geometry.Region(0, 0, width, height)]
-    tile = max(-(-max(width, height) // tiles), 32)
-    return geometry.plan_tiles(width, height, tile)
 
 
 def _dedupe(findings: list[Finding]) -> list[Finding]:

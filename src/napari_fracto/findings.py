@@ -111,6 +111,27 @@ class AnalysisResult:
     # quantitative evidence measured on it; both kept so a reviewer can check the model's opinion.
     preprocessing: str = ""
     evidence: dict[str, Any] = field(default_factory=dict)
+    # What was asked (`request.AnalysisRequest`): the one record every stage passes on. A result made
+    # without one (older files, hand-built results) gets the request its own fields stand for.
+    request: Any = None
+
+    def __post_init__(self) -> None:
+        if self.request is None:
+            from napari_fracto.request import from_legacy
+
+            self.request = from_legacy(
+                task=self.task,
+                context=self.context,
+                preprocessing=self.preprocessing,
+                evidence=self.evidence,
+                backend=self.backend,
+                model=self.model,
+                adapter=self.adapter,
+                prompt_version=self.prompt_version,
+                vocabulary_version=self.vocabulary_version,
+                source=self.source,
+                advice=bool(self.advice),
+            )
 
     @property
     def labels(self) -> list[str]:
@@ -139,10 +160,15 @@ class AnalysisResult:
             "context": self.context.to_dict(),
             "preprocessing": self.preprocessing,
             "evidence": dict(self.evidence),
+            "request": self.request.to_dict(),
         }
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> AnalysisResult:
+        """Read back what `to_record` wrote (a record without `request` gets the one it stands for)."""
+        from napari_fracto.request import AnalysisRequest
+
+        request = record.get("request")
         return cls(
             task=record["task"],
             findings=[Finding.from_dict(f) for f in record.get("findings", [])],
@@ -162,4 +188,5 @@ class AnalysisResult:
             problems=list(record.get("problems", [])),
             preprocessing=record.get("preprocessing", ""),
             evidence=dict(record.get("evidence", {})),
+            request=AnalysisRequest.from_dict(request) if request is not None else None,
         )

@@ -312,12 +312,12 @@ class ExampleSelector:
         max_image_tokens: int = 1024,
     ) -> list[Example]:
         """Candidates as prompt examples: the image as the model sees it and the canonical answer."""
-        from napari_fracto.imaging import prepare_model_image
+        from napari_fracto.prepare import example_image
 
         return [
             to_example(
                 c,
-                prepare_model_image(self.dataset.image_array(c.image_id), max_image_tokens),
+                example_image(self.dataset.image_array(c.image_id), max_image_tokens),
                 with_context=with_context,
                 advice=advice,
             )
@@ -343,7 +343,7 @@ def to_example(
     ]
     answer = format_answer(findings, advice=candidate.advice if advice else ())
     context = candidate.context if with_context and not candidate.context.is_empty() else None
-    return Example(image=image, answer_text=answer, context=context)
+    return Example(image=image, answer_text=answer, context=context, image_id=candidate.image_id)
 
 
 class ExampleChooser:

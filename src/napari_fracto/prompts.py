@@ -36,6 +36,7 @@ class Example:
     image: Any
     answer_text: str
     context: AnalysisContext | None = None
+    image_id: str = ""  # the dataset image it shows, so the request can name it
 
 
 def response_schema(

@@ -37,6 +37,8 @@ from napari_fracto.findings import AnalysisContext, AnalysisResult, Finding
 if TYPE_CHECKING:
     import numpy as np
 
+    from napari_fracto.request import AnalysisRequest
+
 IMAGES_DIR = "images"
 FILE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 
@@ -105,7 +107,7 @@ def _dumps(value: Any) -> str:
 _REVIEW_COLUMNS = (
     "review_id", "image_id", "task", "status", "corrected", "predicted", "decisions", "advice",
     "predicted_advice", "context", "raw_text", "backend", "model", "adapter", "prompt_version",
-    "vocabulary_version", "reviewer", "created_at", "notes", "preprocessing", "evidence",
+    "vocabulary_version", "reviewer", "created_at", "notes", "preprocessing", "evidence", "request",
 )  # fmt: skip
 
 
@@ -153,7 +155,17 @@ def _review_from_row(row: Mapping[str, Any], prefix: str = "") -> ReviewRecord:
         notes=get("notes"),
         preprocessing=get("preprocessing") or "",
         evidence=json.loads(get("evidence") or "{}"),
+        request=_request_from_text(get("request")),
     )
+
+
+def _request_from_text(text: str | None) -> AnalysisRequest | None:
+    """The stored request; None (the record then derives it from its v2 columns) where none was stored."""
+    if not text:
+        return None
+    from napari_fracto.request import AnalysisRequest
+
+    return AnalysisRequest.from_dict(json.loads(text))
 
 
 def _vocabulary_version(task: str) -> str:
@@ -164,6 +176,13 @@ def _vocabulary_version(task: str) -> str:
         return str(getattr(load_vocabulary(task), "version", "") or "")
     except (ImportError, LookupError, ValueError, OSError):
         return ""
+
+
+def _stored_request(request: AnalysisRequest | None, image_id: str, task: str) -> AnalysisRequest | None:
+    """The request as the dataset keeps it: naming the stored image, under the review's task."""
+    if request is None:
+        return None
+    return request.with_changes(image_id=image_id, task=task)
 
 
 class Dataset:
@@ -387,12 +406,14 @@ class Dataset:
         reviewer: str | None = None,
         notes: str = "",
         vocabulary_version: str | None = None,
+        request: AnalysisRequest | None = None,
     ) -> ReviewRecord:
         """Append a review of `image_id`; earlier reviews stay in `history` and the latest is current.
 
         `corrected` are the findings the model should have given (pixel boxes). `prediction` is the
         model output being reviewed (provenance, raw text and predicted findings come from it);
-        `decisions` has one accept/reject/edited/pending entry per predicted finding.
+        `decisions` has one accept/reject/edited/pending entry per predicted finding. The prediction's
+        request (or `request`) is stored whole, so training asks exactly what Analyze asked.
         """
         if not isinstance(task, str) or not task.strip():
             raise DatasetError("a review needs a task, e.g. 'fracture' or 'ptychography'")
@@ -430,6 +451,7 @@ class Dataset:
             notes=notes,
             preprocessing=prediction.preprocessing if prediction else "",
             evidence=dict(prediction.evidence) if prediction else {},
+            request=_stored_request(request or (prediction.request if prediction else None), image_id, task),
         )
         with self._lock, store.transaction(self._conn):
             if self._conn.execute("SELECT 1 FROM images WHERE image_id = ?", (image_id,)).fetchone() is None:
@@ -458,6 +480,7 @@ class Dataset:
                     record.notes,
                     record.preprocessing,
                     _dumps(record.evidence),
+                    _dumps(record.request.to_dict()),
                 ),
             )
             self._conn.execute(

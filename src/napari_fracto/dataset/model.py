@@ -92,6 +92,59 @@ class ReviewRecord:
     # what was done to the image before the model saw it, and the evidence measured on it (schema v2)
     preprocessing: str = ""
     evidence: dict[str, Any] = field(default_factory=dict, hash=False)
+    # what the model was asked (`request.AnalysisRequest`, schema v3); older rows get the one they stand for
+    request: Any = field(default=None, hash=False)
+
+    def __post_init__(self) -> None:
+        if self.request is None:
+            from napari_fracto.request import from_legacy
+
+            object.__setattr__(
+                self,
+                "request",
+                from_legacy(
+                    task=self.task,
+                    context=self.context,
+                    preprocessing=self.preprocessing,
+                    evidence=self.evidence,
+                    backend=self.backend,
+                    model=self.model,
+                    adapter=self.adapter,
+                    prompt_version=self.prompt_version,
+                    vocabulary_version=self.vocabulary_version,
+                    image_id=self.image_id,
+                    advice=bool(self.predicted_advice or self.advice),
+                ),
+            )
+
+    @property
+    def has_prediction(self) -> bool:
+        return bool(self.predicted or self.predicted_advice or self.raw_text or self.model)
+
+    def prediction(self) -> AnalysisResult | None:
+        """The model output this review was made from, whole (request, evidence...), or None."""
+        if not self.has_prediction:
+            return None
+        from napari_fracto.findings import AnalysisResult
+
+        return AnalysisResult(
+            task=self.task,
+            findings=list(self.predicted),
+            raw_text=self.raw_text,
+            backend=self.backend,
+            model=self.model,
+            adapter=self.adapter,
+            prompt_version=self.prompt_version,
+            vocabulary_version=self.vocabulary_version,
+            seconds=0.0,
+            image_shape=(),
+            source=self.request.source,
+            context=self.context,
+            advice=list(self.predicted_advice),
+            preprocessing=self.preprocessing,
+            evidence=dict(self.evidence),
+            request=self.request,
+        )
 
     @property
     def labels(self) -> list[str]:

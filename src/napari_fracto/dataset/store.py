@@ -161,6 +161,46 @@ def _migrate_1_to_2(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE reviews ADD COLUMN evidence TEXT NOT NULL DEFAULT '{}'")
 
 
+def _migrate_2_to_3(conn: sqlite3.Connection) -> None:
+    """Reviews keep the whole analysis request; older rows get the request their columns stand for.
+
+    Reviews are append-only, so the guard trigger is lifted for this one transaction and put back.
+    """
+    from napari_fracto.findings import AnalysisContext
+    from napari_fracto.request import from_legacy
+
+    conn.execute("ALTER TABLE reviews ADD COLUMN request TEXT NOT NULL DEFAULT ''")
+    conn.execute("DROP TRIGGER reviews_no_update")
+    known = AnalysisContext.__dataclass_fields__
+    rows = conn.execute(
+        "SELECT review_id, image_id, task, context, preprocessing, evidence, backend, model, adapter,"
+        " prompt_version, vocabulary_version, advice, predicted_advice FROM reviews"
+    ).fetchall()
+    for row in rows:
+        context = json.loads(row["context"] or "{}")
+        request = from_legacy(
+            task=row["task"],
+            context=AnalysisContext(**{k: str(v) for k, v in context.items() if k in known}),
+            preprocessing=row["preprocessing"] or "",
+            evidence=json.loads(row["evidence"] or "{}"),
+            backend=row["backend"] or "",
+            model=row["model"] or "",
+            adapter=row["adapter"],
+            prompt_version=row["prompt_version"] or "",
+            vocabulary_version=row["vocabulary_version"] or "",
+            image_id=row["image_id"],
+            advice=bool(json.loads(row["advice"] or "[]") or json.loads(row["predicted_advice"] or "[]")),
+        )
+        conn.execute(
+            "UPDATE reviews SET request = ? WHERE review_id = ?",
+            (json.dumps(request.to_dict(), separators=(",", ":")), row["review_id"]),
+        )
+    conn.execute(
+        "CREATE TRIGGER reviews_no_update BEFORE UPDATE ON reviews BEGIN "
+        "SELECT RAISE(ABORT, 'reviews are append-only: save a new review instead'); END"
+    )
+
+
 @dataclass(frozen=True)
 class Migration:
     to_version: int
@@ -171,6 +211,7 @@ class Migration:
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "0.1.0", _migrate_0_to_1),
     Migration(2, "0.1.0", _migrate_1_to_2),
+    Migration(3, "0.2.0.dev0", _migrate_2_to_3),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].to_version
 

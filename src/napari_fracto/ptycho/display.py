@@ -173,17 +173,26 @@ class DisplayOptions:
         obj: np.ndarray,
         positions_px: np.ndarray | None = None,
         probe_shape: tuple[int, ...] | None = None,
+        region: Region | None = None,
     ) -> DisplayedObject:
         """Apply the options to a complex object (a real array is taken as phase, amplitude 1).
 
-        Cropping needs scan positions and the probe shape; without them the object is shown whole and a
-        note says so, rather than failing.
+        Cropping needs the scanned `region` (as a stored request has it) or scan positions and the probe
+        shape to find it; without them the object is shown whole and a note says so, rather than failing.
         """
         arr = _as_2d(obj, "The object")
         field_ = arr.astype(np.complex64) if np.iscomplexobj(arr) else np.exp(1j * arr).astype(np.complex64)
         notes: list[str] = []
-        region: Region | None = None
-        if positions_px is not None and probe_shape is not None:
+        if region is not None:
+            rows, cols = region
+            if not (
+                0 <= rows.start < rows.stop <= arr.shape[0] and 0 <= cols.start < cols.stop <= arr.shape[1]
+            ):
+                raise ValueError(
+                    f"The scanned region rows {rows.start}:{rows.stop}, columns {cols.start}:{cols.stop} "
+                    f"does not fit an image of shape {arr.shape}; analyse the image again to measure it."
+                )
+        elif positions_px is not None and probe_shape is not None:
             region = scanned_region(positions_px, probe_shape, arr.shape)
         if self.crop:
             if region is None:

@@ -96,11 +96,13 @@ def prepare_image(
     options: DisplayOptions | None,
     geometry: ScanGeometry | None = None,
     part: str = "phase",
+    region: tuple[slice, slice] | None = None,
 ) -> Prepared:
     """Apply `options` (None: nothing) to a 2-D complex object or real phase image.
 
     With options the image is real: the phase as shown (unwrapped when asked, which a complex array
     could not carry) or, for `part="amplitude"`, the cropped amplitude. A real input is taken as phase.
+    `region` is the scanned region already measured (a stored request's crop); else `geometry` finds it.
     Raises ValueError with a message naming the options when the image is not one plane of phase or
     object (RGB, say).
     """
@@ -115,8 +117,10 @@ def prepare_image(
             f"object plane, got shape {arr.shape}; switch them off for this image."
         )
     geometry = geometry or ScanGeometry()
-    positions = geometry.positions_px if geometry.can_crop else None
-    shown = options.apply(arr, positions, geometry.probe_shape if positions is not None else None)
+    positions = geometry.positions_px if geometry.can_crop and region is None else None
+    shown = options.apply(
+        arr, positions, geometry.probe_shape if positions is not None else None, region=region
+    )
     offset = (0, 0)
     if options.crop and shown.region is not None:
         offset = (int(shown.region[0].start), int(shown.region[1].start))

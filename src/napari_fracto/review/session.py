@@ -474,20 +474,5 @@ class ReviewSession:
 
 
 def prediction_of(record: ReviewRecord) -> AnalysisResult | None:
-    """The model output a stored review was made from, or None for a review without a prediction."""
-    if not record.predicted and not record.predicted_advice and not record.raw_text and not record.model:
-        return None
-    return AnalysisResult(
-        task=record.task,
-        findings=list(record.predicted),
-        raw_text=record.raw_text,
-        backend=record.backend,
-        model=record.model,
-        adapter=record.adapter,
-        prompt_version=record.prompt_version,
-        vocabulary_version=record.vocabulary_version,
-        seconds=0.0,
-        image_shape=(),
-        context=record.context,
-        advice=list(record.predicted_advice),
-    )
+    """The model output a stored review was made from, whole, or None for a review without a prediction."""
+    return record.prediction()
