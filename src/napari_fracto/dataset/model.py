@@ -12,7 +12,7 @@ from enum import StrEnum
 from typing import Any
 
 from napari_fracto.errors import UserError
-from napari_fracto.findings import AnalysisContext, Finding
+from napari_fracto.findings import AnalysisContext, AnalysisResult, Finding
 
 
 class DatasetError(UserError, ValueError):
@@ -125,7 +125,6 @@ class ReviewRecord:
         """The model output this review was made from, whole (request, evidence...), or None."""
         if not self.has_prediction:
             return None
-        from napari_fracto.findings import AnalysisResult
 
         return AnalysisResult(
             task=self.task,
