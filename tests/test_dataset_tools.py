@@ -19,6 +19,7 @@ from napari_fracto.dataset.importers import import_class_folders, import_ptychob
 from napari_fracto.dataset.split import iterative_stratification, split_dataset
 from napari_fracto.dataset.tools import format_info, has_errors, info, validate
 from napari_fracto.findings import AnalysisContext, Box, Finding
+from napari_fracto.imaging import prepare_model_image
 from napari_fracto.testing.scripted import ScriptedBackend
 
 
@@ -174,7 +175,11 @@ def test_export_jsonl_is_chat_messages_with_grid_boxes(ds, tmp_path):
     assert roles[-2:] == ["user", "assistant"]
     user = first["messages"][-2]["content"]
     image_part = next(p for p in user if p["type"] == "image")
-    assert Image.open(image_part["image"]).size == (40, 20)  # a rendered, PIL-readable image
+    # the image the model is shown (32 px multiples within the request's budget), PIL-readable
+    shown = prepare_model_image(ds.image_array(_plain), 1024)
+    assert Image.open(image_part["image"]).size == shown.size
+    assert np.array_equal(np.asarray(Image.open(image_part["image"])), np.asarray(shown))
+    assert first["request"]["task"] == "fracture"
     answer = json.loads(first["messages"][-1]["content"][0]["text"])
     assert answer["labels"][0] == {"label": "cleavage facets", "bbox_2d": [250, 250, 750, 750]}
     assert answer["labels"][1] == {"label": "river patterns"}
@@ -192,7 +197,7 @@ def test_export_jsonl_is_chat_messages_with_grid_boxes(ds, tmp_path):
 def test_export_parquet_loads_with_datasets_including_images(ds, tmp_path):
     import datasets
 
-    _review_set(ds)
+    _plain, _ptycho = _review_set(ds)
     files = export_parquet(ds, tmp_path / "hf")
     assert set(files) == {"train", "test"}
     loaded = datasets.load_dataset(
@@ -202,10 +207,10 @@ def test_export_parquet_loads_with_datasets_including_images(ds, tmp_path):
     row = loaded["test"][0]
     assert row["labels"] == ["Phase ramp"]
     assert row["task"] == "ptychography"
-    assert row["image"].size == (30, 30)
+    assert row["image"].size == prepare_model_image(ds.image_array(_ptycho), 1024).size
     assert row["image"].mode == "RGB"
     assert json.loads(row["answer"])["labels"] == [{"label": "Phase ramp"}]
-    assert loaded["train"][0]["image"].size == (40, 20)
+    assert loaded["train"][0]["image"].size == prepare_model_image(ds.image_array(_plain), 1024).size
 
 
 def test_export_csv_has_one_row_per_finding(ds, tmp_path):

@@ -42,8 +42,8 @@ def _bright_box(a: np.ndarray) -> Box:
 
 
 def test_rotated_examples_keep_the_box_on_the_feature(tmp_path):
-    box = Box(10, 4, 30, 20)
-    image = _marked(40, 64, box)
+    box = Box(20, 8, 60, 40)
+    image = _marked(64, 128, box)  # multiples of Qwen3-VL's 32 px: the model is shown every pixel
     ds = Dataset.create(tmp_path / "ds")
     iid = ds.add_image(image, task="fracture")
     ds.save_review(iid, "fracture", [Finding("cleavage facets", 0.9, box)])

@@ -64,7 +64,10 @@ class VLMCollator:
     def __call__(self, examples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         import torch
 
-        images = [ex["image"] for ex in examples if ex.get("image") is not None]
+        # every image of every chat, in the order the chat template shows them (examples, then the query)
+        images = [
+            img for ex in examples for img in (ex.get("images") or [ex.get("image")]) if img is not None
+        ]
         batch = self.processor(
             text=self.texts(examples), images=images or None, padding=True, return_tensors="pt"
         )

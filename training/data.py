@@ -1,11 +1,13 @@
 """Supervised fine-tuning examples from the corrections dataset's stored split.
 
-Each example is the exact chat the Analyze widget sends (`dataset.export.training_pair`, built on
-`prompts.build_request`) with the exact answer it parses (`prompts.format_answer`, boxes on the 0-1000 grid),
-so a fine-tuned model needs no other code path. Augmentation happens here, on the train split only:
-90-degree rotations (image via numpy.rot90, boxes via `geometry.rotate_box`, which matches it exactly) and
-oversampling of images that carry rare labels. A leak guard drops train/val images that are the same
-picture as a test image, even rotated, flipped or stored again (`icl.is_copy`), so no augmented copy of a
+Each example is the exact chat Analyze sent for the review's stored request (`prepare.chat`), shown the
+exact pixels (`prepare.prepare(request, stored array)`: display options, crop, tiles, image-token budget,
+in-context examples), with the exact answer it parses (`prompts.format_answer`, boxes on the 0-1000 grid of
+the tile), so a fine-tuned model needs no other code path. Augmentation happens here, on the train split
+only: 90-degree rotations of the model image and its grid boxes (`geometry.rotate_box`, which matches
+numpy.rot90 exactly) and oversampling of images that carry rare labels. A leak guard drops train/val
+images that are the same picture as a test image, even rotated, flipped or stored again (`icl.is_copy`),
+so no augmented copy of a
 test image is ever trained on. No torch import: the processor and tensors live in `collate.py`.
 """
 
@@ -38,13 +40,19 @@ class TrainingDataError(UserError, ValueError):
 
 @dataclass(frozen=True)
 class SFTExample:
-    """One training example: which image, how it is rotated, and the chat (image as a placeholder)."""
+    """One training example: which image and tile, how it is rotated, the request and the chat.
+
+    In `messages` the images are placeholders ({"type": "image", "image": "<image id>"}); `ExampleImages`
+    renders them from the request when the Trainer asks.
+    """
 
     image_id: str
     quarter_turns: int
     messages: list[dict[str, Any]]
     answer: str
     labels: tuple[str, ...]
+    request: Any = None  # request.AnalysisRequest of the review
+    tile: int = 0
 
 
 def rotate_findings(
@@ -152,12 +160,15 @@ def build_examples(
     max_repeat: int = 4,
     guard_leaks: bool = True,
     cache_dir: Any = None,
+    max_image_tokens: int | None = None,
 ) -> list[SFTExample]:
     """SFT examples of the reviewed `task` images in `split`; augmentation only for the train split.
 
+    Each review is asked as its stored request asked it; `max_image_tokens` (None: the request's own)
+    overrides the image budget, which the adapter then records so Analyze asks the same.
     Raises TrainingDataError when the split holds no reviewed images.
     """
-    from napari_fracto.dataset.export import training_pair
+    from napari_fracto.dataset.export import training_pairs
 
     items = reviewed_items(ds, task, split)
     if guard_leaks and split != "test":
@@ -180,9 +191,16 @@ def build_examples(
     factors = repeat_factors(items, max_repeat) if (oversample and augment) else {}
     examples = []
     for item in items:
-        for k in turns:
-            pair = training_pair(rotated_item(item, k), item.image_id)
-            example = SFTExample(item.image_id, k, pair.messages, pair.answer, tuple(item.labels))
+        for pair in training_pairs(item, quarter_turns=turns, max_image_tokens=max_image_tokens):
+            example = SFTExample(
+                item.image_id,
+                pair.quarter_turns,
+                pair.messages,
+                pair.answer,
+                tuple(item.labels),
+                pair.request,
+                pair.tile,
+            )
             examples.extend([example] * factors.get(item.image_id, 1))
     return examples
 
@@ -230,29 +248,34 @@ def resolve_task(ds: Dataset, task: str | None) -> str:
 
 
 class ExampleImages:
-    """A list-like of {"messages", "image", "image_id"} for the Trainer: images rendered on access.
+    """A list-like of {"messages", "images", "image_id"} for the Trainer: images rendered on access.
 
-    Rendering on access (not up front) keeps memory flat for large datasets; the model image is
-    `imaging.to_model_rgb` of the stored array, rotated like the example's boxes.
+    Rendering on access (not up front) keeps memory flat for large datasets. The query image is
+    `prepare(request, stored array)`'s tile, rotated like the example's boxes; in-context example images
+    are rendered as Analyze rendered them (`prepare.example_image`), in the order the chat shows them.
     """
 
-    def __init__(self, ds: Dataset, examples: Sequence[SFTExample], complex_part: str = "phase") -> None:
+    def __init__(self, ds: Dataset, examples: Sequence[SFTExample], complex_part: str | None = None) -> None:
         self.ds = ds
         self.examples = list(examples)
-        self.complex_part = complex_part
+        self.complex_part = complex_part  # None: the request's own part
 
     def __len__(self) -> int:
         return len(self.examples)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        from PIL import Image
-
-        from napari_fracto.imaging import to_model_rgb
+        from napari_fracto.dataset.export import model_image, placeholder_ids
 
         ex = self.examples[index]
-        rgb = to_model_rgb(self.ds.image_array(ex.image_id), complex_part=self.complex_part)
-        return {
-            "messages": ex.messages,
-            "image": Image.fromarray(rotate_image(rgb, ex.quarter_turns)),
-            "image_id": ex.image_id,
-        }
+        request = ex.request
+        if self.complex_part and request.complex_part != self.complex_part:
+            request = request.with_changes(complex_part=self.complex_part)
+        images = []
+        for ref in placeholder_ids(ex.messages):
+            if ref == ex.image_id:
+                images.append(model_image(self.ds, request, ex.image_id, ex.tile, ex.quarter_turns))
+            else:
+                from napari_fracto.prepare import example_image
+
+                images.append(example_image(self.ds.image_array(ref), request.max_image_tokens))
+        return {"messages": ex.messages, "images": images, "image": images[-1], "image_id": ex.image_id}

@@ -1,9 +1,10 @@
 """Exports of the current reviews: chat JSONL for fine-tuning, a Hugging Face Parquet dataset, a flat CSV.
 
-Prompt text comes from `napari_fracto.prompts` (the same text the Analyze widget sends) and the answer is
-`prompts.format_answer` with pixel boxes put on the 0-1000 grid, so training sees exactly the format the
-parser reads back. Images are given to the model as `imaging.to_model_rgb` renders them (phase of complex
-data by default); 8-bit PNG/JPEG originals are used as they are.
+Every example is the review's stored request made into model input by `prepare.prepare` and its chat by
+`prepare.chat` (the same pixels and text Analyze sent: display options, crop, tiles, image budget,
+in-context examples), with `prompts.format_answer` of the corrected findings on the 0-1000 grid of the
+tile as the answer, so training sees exactly the format the parser reads back. Each record also carries
+the request itself, the evidence and what was done to the image.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import csv
 import io
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,65 +24,173 @@ from napari_fracto.findings import Finding
 if TYPE_CHECKING:
     from napari_fracto.dataset.core import Dataset
 
-_READY_SUFFIXES = (".png", ".jpg", ".jpeg")
-_IMAGE = object()  # stands for the image in a prompt built once as text
-
 
 @dataclass(frozen=True)
 class TrainingPair:
-    """One exported example: the chat turns (image as a placeholder dict) and what they were made of."""
+    """One example: the chat turns (images as placeholders naming their dataset image) and its parts."""
 
     item: Item
     messages: list[dict[str, Any]]
     prompt: str
     answer: str
+    request: Any = None  # request.AnalysisRequest the example asks
+    tile: int = 0
+    quarter_turns: int = 0
 
 
 def grid_findings(findings: tuple[Finding, ...], width: int, height: int) -> list[Finding]:
     """Findings with pixel boxes converted to the model's 0-1000 grid of the whole image."""
-    from napari_fracto.geometry import Region, pixels_to_grid
+    from napari_fracto.geometry import Region
 
-    region = Region.full(width, height)
-    return [
-        Finding(f.label, f.confidence, pixels_to_grid(f.box, region) if f.box is not None else None)
-        for f in findings
-    ]
+    return tile_findings(findings, Region.full(width, height), (0, 0))
 
 
-def _advice_vocab(task: str, wanted: bool) -> Any | None:
-    if not wanted:
-        return None
-    from napari_fracto.vocabulary import advice_vocabulary
+def tile_findings(findings: Sequence[Finding], region: Any, offset: tuple[int, int]) -> list[Finding]:
+    """Pixel findings of the stored image on the 0-1000 grid of `region` of the prepared plane.
 
-    return advice_vocabulary(task)
+    `offset` is where the prepared plane starts in the stored image (the crop); boxes wholly outside the
+    region are left out, image-level findings (no box) belong to every region.
+    """
+    from napari_fracto.findings import Box
+    from napari_fracto.geometry import pixels_to_grid
+
+    row0, col0 = offset
+    out = []
+    for f in findings:
+        if f.box is None:
+            out.append(f)
+            continue
+        box = Box(f.box.x1 - col0, f.box.y1 - row0, f.box.x2 - col0, f.box.y2 - row0)
+        grid = pixels_to_grid(box, region)
+        if grid.width > 0 and grid.height > 0:
+            out.append(Finding(f.label, f.confidence, grid))
+    return out
 
 
-def training_pair(item: Item, image_ref: str) -> TrainingPair:
-    """The chat-message example for one reviewed item (`image_ref`: path or name of its model image)."""
-    from napari_fracto import prompts
-    from napari_fracto.vocabulary import load_vocabulary
+def _plane_size(item: Item) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(width, height) of the prepared plane and its (row, col) offset, from the request alone."""
+    request = item.review.request if item.review else None
+    crop = request.crop if request is not None and request.display is not None else None
+    if crop is not None and request.display.crop:
+        return (crop.c1 - crop.c0, crop.r1 - crop.r0), (crop.r0, crop.c0)
+    return (item.image.width, item.image.height), (0, 0)
+
+
+def training_pairs(
+    item: Item, *, quarter_turns: Sequence[int] = (0,), max_image_tokens: int | None = None
+) -> list[TrainingPair]:
+    """The examples of one reviewed item: one per tile of its request and per rotation asked for.
+
+    Image placeholders are `{"type": "image", "image": <dataset image id>}`: the query's own id, then
+    the in-context examples' ids in the order the chat shows them.
+    """
+    from napari_fracto.geometry import GRID, rotate_box
+    from napari_fracto.prepare import chat, tile_regions, vocabularies
 
     review = item.review
     if review is None:
         raise DatasetError(f"image {item.image_id[:12]} has no review to export")
-    vocab = load_vocabulary(review.task)
-    context = None if review.context.is_empty() else review.context
-    request = prompts.build_request(
-        vocab, _IMAGE, context=context, advice_vocab=_advice_vocab(review.task, bool(review.advice))
+    request = review.request.with_changes(
+        task=review.task, context=review.context, advice=bool(review.advice) or review.request.advice
     )
-    answer = prompts.format_answer(
-        grid_findings(review.corrected, item.image.width, item.image.height), review.advice
-    )
-    messages: list[dict[str, Any]] = []
-    for turn in request.turns:
+    if max_image_tokens is not None:
+        request = request.with_changes(max_image_tokens=int(max_image_tokens))
+    vocab, _ = vocabularies(request)
+    (width, height), offset = _plane_size(item)
+    examples = [_PlaceholderExample(e.image_id, e.answer_text, e.context) for e in request.examples]
+    vlm_request = chat(request, _QueryImage(item.image_id), examples, vocab=vocab)
+    messages_base: list[dict[str, Any]] = []
+    for turn in vlm_request.turns:
         content = [
-            {"type": "image", "image": image_ref} if part is _IMAGE else {"type": "text", "text": part}
+            {"type": "text", "text": part}
+            if isinstance(part, str)
+            else {"type": "image", "image": part.image_id}
             for part in turn.parts
         ]
-        messages.append({"role": turn.role, "content": content})
-    messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
-    prompt = "\n\n".join(p for t in request.turns for p in t.parts if isinstance(p, str))
-    return TrainingPair(item, messages, prompt, answer)
+        messages_base.append({"role": turn.role, "content": content})
+    prompt = "\n\n".join(p for t in vlm_request.turns for p in t.parts if isinstance(p, str))
+    pairs = []
+    for index, region in enumerate(tile_regions(width, height, request.tiles)):
+        findings = tile_findings(review.corrected, region, offset)
+        for k in quarter_turns:
+            turned = [
+                Finding(f.label, f.confidence, rotate_box(f.box, k, GRID, GRID) if f.box else None)
+                for f in findings
+            ]
+            answer = prompts_answer(turned, review.advice)
+            messages = [*messages_base, {"role": "assistant", "content": [{"type": "text", "text": answer}]}]
+            pairs.append(TrainingPair(item, messages, prompt, answer, request, index, k % 4))
+    return pairs
+
+
+def prompts_answer(findings: Sequence[Finding], advice: Sequence[str]) -> str:
+    from napari_fracto.prompts import format_answer
+
+    return format_answer(findings, advice)
+
+
+@dataclass(frozen=True)
+class _QueryImage:
+    image_id: str
+
+
+@dataclass(frozen=True)
+class _PlaceholderExample:
+    """An in-context example whose image is a placeholder naming its dataset image."""
+
+    image_id: str
+    answer_text: str
+    context: Any = None
+
+    @property
+    def image(self) -> _QueryImage:
+        return _QueryImage(self.image_id)
+
+
+def placeholder_ids(messages: Sequence[dict[str, Any]]) -> list[str]:
+    """The dataset image ids of a chat's image placeholders, in the order the chat shows them."""
+    return [
+        str(part["image"])
+        for message in messages
+        for part in message["content"]
+        if isinstance(part, dict) and part.get("type") == "image"
+    ]
+
+
+def model_image(ds: Dataset, request: Any, image_id: str, tile: int = 0, quarter_turns: int = 0) -> Any:
+    """The PIL image the model is shown for `tile` of `request` on the stored image, turned like its boxes."""
+    import numpy as np
+    from PIL import Image
+
+    from napari_fracto.prepare import prepare
+
+    model_input = prepare(request, ds.image_array(image_id))
+    shown = model_input.tiles[tile]
+    if shown.image is None:
+        raise DatasetError(
+            f"image {image_id[:12]}: {shown.problem}; leave it out of the dataset or re-review it"
+        )
+    if quarter_turns % 4 == 0:
+        return shown.image
+    return Image.fromarray(np.ascontiguousarray(np.rot90(np.asarray(shown.image), quarter_turns % 4)))
+
+
+def training_pair(item: Item, image_ref: str) -> TrainingPair:
+    """The first example of one reviewed item with its query image named `image_ref` (a path or name)."""
+    pair = training_pairs(item)[0]
+    messages = [
+        {
+            "role": m["role"],
+            "content": [
+                {"type": "image", "image": image_ref}
+                if part.get("type") == "image" and part.get("image") == item.image_id
+                else part
+                for part in m["content"]
+            ],
+        }
+        for m in pair.messages
+    ]
+    return TrainingPair(item, messages, pair.prompt, pair.answer, pair.request, pair.tile, 0)
 
 
 def _items(ds: Dataset, task: str | None, split: str | None, status: Status | str | None) -> list[Item]:
@@ -94,27 +203,27 @@ def _items(ds: Dataset, task: str | None, split: str | None, status: Status | st
     return items
 
 
-def model_png(ds: Dataset, image_id: str, complex_part: str = "phase") -> bytes:
-    """The image as the model sees it (8-bit RGB PNG)."""
-    from PIL import Image
-
-    from napari_fracto.imaging import to_model_rgb
-
+def model_png(ds: Dataset, item: Item, tile: int = 0, complex_part: str | None = None) -> bytes:
+    """The image as the model is shown it for the item's request (8-bit RGB PNG)."""
+    request = _request(item, complex_part)
     buf = io.BytesIO()
-    Image.fromarray(to_model_rgb(ds.image_array(image_id), complex_part=complex_part)).save(buf, "PNG")
+    model_image(ds, request, item.image_id, tile).save(buf, "PNG")
     return buf.getvalue()
 
 
-def _model_image_file(ds: Dataset, item: Item, folder: Path, complex_part: str) -> Path:
-    """A file a trainer can open with PIL: the original when it already is 8-bit PNG/JPEG, else a render."""
-    image = item.image
-    if image.kind == "file" and image.suffix in _READY_SUFFIXES and image.dtype == "uint8":
-        return ds.image_path(image.image_id)
-    target = folder / f"{image.image_id}.png"
+def _request(item: Item, complex_part: str | None) -> Any:
+    request = item.review.request
+    return request.with_changes(complex_part=complex_part) if complex_part else request
+
+
+def _model_image_file(ds: Dataset, item: Item, folder: Path, tile: int, complex_part: str | None) -> Path:
+    """A PNG a trainer can open with PIL: the rendered model image of one tile (written once)."""
+    suffix = f"_t{tile}" if tile else ""
+    target = folder / f"{item.image_id}{suffix}.png"
     if not target.exists():
         folder.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(model_png(ds, image.image_id, complex_part))
+        tmp.write_bytes(model_png(ds, item, tile, complex_part))
         os.replace(tmp, target)
     return target
 
@@ -126,53 +235,97 @@ def export_jsonl(
     task: str | None = None,
     split: str | None = None,
     status: Status | str | None = Status.REVIEWED,
-    complex_part: str = "phase",
+    complex_part: str | None = None,
 ) -> int:
-    """Write one chat example per line; images that need rendering go to `<out stem>_images/`."""
+    """Write one chat example per line (one per tile); model images go to `<out stem>_images/`.
+
+    Each line has `messages` (image parts name the files in `images`, in order), `images`, and the
+    review's whole `request`, `preprocessing` and `evidence`. Returns the number of lines.
+    """
+    from napari_fracto.prepare import example_image
+
     out = Path(out)
     items = _items(ds, task, split, status)
     folder = out.with_name(f"{out.stem}_images")
     out.parent.mkdir(parents=True, exist_ok=True)
+    lines = 0
     with open(out, "w", encoding="utf-8") as fh:
         for item in items:
-            path = _model_image_file(ds, item, folder, complex_part)
-            pair = training_pair(item, str(path))
-            record = {
-                "messages": pair.messages,
-                "images": [str(path)],
-                "image_id": item.image_id,
-                "task": item.task,
-                "split": item.image.split,
-            }
-            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-    return len(items)
+            if item.review is None:
+                continue
+            for pair in training_pairs(item):
+                paths = []
+                for ref in placeholder_ids(pair.messages):
+                    if ref == item.image_id:
+                        paths.append(str(_model_image_file(ds, item, folder, pair.tile, complex_part)))
+                    else:
+                        target = folder / f"{ref}_example{pair.request.max_image_tokens}.png"
+                        if not target.exists():
+                            folder.mkdir(parents=True, exist_ok=True)
+                            example_image(ds.image_array(ref), pair.request.max_image_tokens).save(target)
+                        paths.append(str(target))
+                messages = _name_images(pair.messages, paths)
+                record = {
+                    "messages": messages,
+                    "images": paths,
+                    "image_id": item.image_id,
+                    "tile": pair.tile,
+                    "task": item.task,
+                    "split": item.image.split,
+                    "status": item.review.status.value,
+                    "request": pair.request.to_dict(),
+                    "preprocessing": item.review.preprocessing,
+                    "evidence": item.review.evidence,
+                }
+                fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+                lines += 1
+    return lines
 
 
-def _rows(ds: Dataset, items: list[Item], complex_part: str) -> Iterator[dict[str, Any]]:
+def _name_images(messages: list[dict[str, Any]], names: Sequence[str]) -> list[dict[str, Any]]:
+    """The chat with its image placeholders replaced, in order, by `names`."""
+    queue = iter(names)
+    return [
+        {
+            "role": m["role"],
+            "content": [
+                {"type": "image", "image": next(queue)} if part.get("type") == "image" else part
+                for part in m["content"]
+            ],
+        }
+        for m in messages
+    ]
+
+
+def _rows(ds: Dataset, items: list[Item], complex_part: str | None) -> Iterator[dict[str, Any]]:
     for item in items:
         review = item.review
         assert review is not None  # _items with a status filter never yields unlabelled items
-        name = f"{item.image_id}.png"
-        pair = training_pair(item, name)
-        yield {
-            "image": {"bytes": model_png(ds, item.image_id, complex_part), "path": name},
-            "image_id": item.image_id,
-            "original_name": item.image.original_name,
-            "task": review.task,
-            "split": item.image.split or "",
-            "status": review.status.value,
-            "labels": review.labels,
-            "findings": json.dumps([f.to_dict() for f in review.corrected]),
-            "advice": list(review.advice),
-            "context": json.dumps(review.context.to_dict()),
-            "prompt": pair.prompt,
-            "answer": pair.answer,
-            "messages": json.dumps(pair.messages),
-            "width": item.image.width,
-            "height": item.image.height,
-            "reviewer": review.reviewer,
-            "reviewed_at": review.created_at,
-        }
+        for pair in training_pairs(item):
+            name = f"{item.image_id}{f'_t{pair.tile}' if pair.tile else ''}.png"
+            yield {
+                "image": {"bytes": model_png(ds, item, pair.tile, complex_part), "path": name},
+                "image_id": item.image_id,
+                "original_name": item.image.original_name,
+                "task": review.task,
+                "split": item.image.split or "",
+                "status": review.status.value,
+                "labels": review.labels,
+                "findings": json.dumps([f.to_dict() for f in review.corrected]),
+                "advice": list(review.advice),
+                "context": json.dumps(review.context.to_dict()),
+                "prompt": pair.prompt,
+                "answer": pair.answer,
+                "messages": json.dumps(
+                    _name_images(pair.messages, [name] * len(placeholder_ids(pair.messages)))
+                ),
+                "request": json.dumps(pair.request.to_dict()),
+                "evidence": json.dumps(review.evidence),
+                "width": item.image.width,
+                "height": item.image.height,
+                "reviewer": review.reviewer,
+                "reviewed_at": review.created_at,
+            }
 
 
 def export_parquet(
@@ -182,7 +335,7 @@ def export_parquet(
     task: str | None = None,
     split: str | None = None,
     status: Status | str | None = Status.REVIEWED,
-    complex_part: str = "phase",
+    complex_part: str | None = None,
 ) -> dict[str, Path]:
     """A Hugging Face `datasets` dataset as Parquet files, one per split (`train.parquet`, ...).
 
@@ -209,6 +362,8 @@ def export_parquet(
             "prompt": datasets.Value("string"),
             "answer": datasets.Value("string"),
             "messages": datasets.Value("string"),
+            "request": datasets.Value("string"),
+            "evidence": datasets.Value("string"),
             "width": datasets.Value("int32"),
             "height": datasets.Value("int32"),
             "reviewer": datasets.Value("string"),
