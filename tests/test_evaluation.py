@@ -192,15 +192,17 @@ def test_reports_are_written_and_readable(dataset, tmp_path):
 
 def test_toml_comparison_with_defaults_and_shot_lists(tmp_path):
     path = tmp_path / "compare.toml"
+    lora = tmp_path / "runs" / "lora"
+    lora.mkdir(parents=True)
     path.write_text(
         '[defaults]\nmodel = "Qwen/Qwen3-VL-2B-Instruct"\nselect = "random"\n'
         '[[config]]\nname = "base"\n'
-        '[[config]]\nname = "tuned"\nadapter = "runs/lora"\nshots = [0, 3]\ncontext = false\n'
+        f'[[config]]\nname = "tuned"\nadapter = "{lora}"\nshots = [0, 3]\ncontext = false\n'
         '[[config]]\nbackend = "openai"\nmodel = "gpt-x"\nbase_url = "http://127.0.0.1:8000/v1"\n'
     )
     configs = load_comparison(path)
     assert [c.label for c in configs] == ["base", "tuned 0-shot", "tuned 3-shot", "gpt-x 0-shot"]
-    assert configs[2].settings.adapter == "runs/lora"
+    assert configs[2].settings.adapter == str(lora)
     assert configs[2].shots == 3
     assert configs[2].select == "random"
     assert not configs[2].context

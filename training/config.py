@@ -186,13 +186,15 @@ class TrainConfig(BaseModel):
     warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0)
     weight_decay: float = Field(0.0, ge=0.0)
     gradient_checkpointing: bool = True
-    max_image_tokens: int = Field(768, ge=16)
+    # None: each review as Analyze asked it (its request's budget); a number (or a preset's) overrides it,
+    # and the adapter's registry entry records it so Analyze then asks with the same budget
+    max_image_tokens: int | None = Field(None, ge=16)
     seed: int = 0
     # data
     rotate: bool = Field(True, description="add 90/180/270-degree rotated copies (boxes rotated too)")
     oversample: bool = Field(True, description="repeat images of rare labels")
     max_repeat: int = Field(4, ge=1, description="most copies oversampling makes of one image")
-    complex_part: Literal["phase", "amplitude"] = "phase"
+    complex_part: Literal["phase", "amplitude"] | None = None  # None: the part each request asked for
     # logging and evaluation
     logging_steps: int = Field(1, ge=1)
     eval_each_epoch: bool = True

@@ -41,6 +41,9 @@ class AdapterEntry:
     vocabulary_version: str = ""
     prompt_version: str = ""
     evaluation: dict[str, Any] = field(default_factory=dict)
+    # how it must be asked: what its training chats asked (image-token budget, display options, part,
+    # tiles); choosing the adapter (Analyze, --adapter NAME, a comparison entry) applies these
+    request_settings: dict[str, Any] = field(default_factory=dict)
 
     @property
     def exists(self) -> bool:
@@ -130,6 +133,27 @@ def get_adapter(name: str) -> AdapterEntry:
             return entry
     raise RegistryError(
         f"no adapter named {name!r}; registered: {', '.join(e.name for e in list_adapters()) or 'none'}"
+    )
+
+
+def resolve_adapter(ref: str) -> tuple[str, AdapterEntry | None]:
+    """An adapter given by folder or by registered name: (folder, its entry or None).
+
+    A folder that exists wins (an unregistered adapter still works); else the name must be registered.
+    A served LoRA name (vLLM) is not looked up here: the server backend passes it through.
+    """
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        for entry in list_adapters():
+            if Path(entry.path).resolve() == path.resolve():
+                return str(path), entry
+        return str(path), None
+    if _NAME.match(ref or "") and "/" not in ref:
+        entry = get_adapter(ref)
+        return entry.path, entry
+    raise RegistryError(
+        f"{ref!r} is neither an adapter folder nor a registered adapter name; registered: "
+        f"{', '.join(e.name for e in list_adapters()) or 'none'}"
     )
 
 

@@ -147,7 +147,7 @@ def model_card(
         f"vision tower {'trained' if config['train_vision'] else 'frozen'}",
         f"- epochs {config['epochs']}, max steps {config['max_steps']}, lr {config['learning_rate']}, "
         f"batch {config['batch_size']} x accumulation {config['grad_accum']}, "
-        f"image tokens <= {config['max_image_tokens']}",
+        f"image tokens <= {config['max_image_tokens'] or 'as each review was asked'}",
         f"- augmentation: rotation {'on' if config['rotate'] else 'off'}, "
         f"oversampling of rare labels {'on' if config['oversample'] else 'off'}",
         f"- dataset: {dataset['path']} (sha256 {dataset['sha256'][:16]}, reviewed images per split "

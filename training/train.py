@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_fracto.errors import UserError
+from napari_fracto.request import DEFAULT_IMAGE_TOKENS
 from napari_fracto.training.config import TrainConfig, choose_preset, free_gpu_memory_gb, memory_table
 from napari_fracto.training.runfolder import RunFolder, library_versions, model_card, new_run_dir
 
@@ -244,7 +245,7 @@ def load_model(config: TrainConfig, device: str) -> tuple[Any, Any]:
             f"cannot load the base model {config.base_model!r}: {str(exc).splitlines()[0]}. Give a local "
             "model directory or a Hub id that is in the Hugging Face cache."
         ) from exc
-    set_image_token_budget(processor, config.max_image_tokens)
+    set_image_token_budget(processor, config.max_image_tokens or DEFAULT_IMAGE_TOKENS)  # run() sets the asked
     return model, processor
 
 
@@ -384,16 +385,23 @@ def run_training(
         cache = run.root / "cache"
         train_examples = data_mod.build_examples(
             ds, task, "train", rotate=config.rotate, oversample=config.oversample,
-            max_repeat=config.max_repeat, cache_dir=cache,
+            max_repeat=config.max_repeat, cache_dir=cache, max_image_tokens=config.max_image_tokens,
         )  # fmt: skip
         try:
-            val_examples = data_mod.build_examples(ds, task, "val", cache_dir=cache)
+            val_examples = data_mod.build_examples(
+                ds, task, "val", cache_dir=cache, max_image_tokens=config.max_image_tokens
+            )
         except data_mod.TrainingDataError:
             val_examples = []
+        asked = [ex.request for ex in train_examples]
+        budget = max(r.max_image_tokens for r in asked)  # the processor never shrinks what was asked
         emit({"event": "data", "train_examples": len(train_examples), "val_examples": len(val_examples),
               "run_dir": str(run.root), "task": task})  # fmt: skip
 
         model, processor = load_model(config, device)
+        from napari_fracto.backends.qwen_processor import set_image_token_budget
+
+        set_image_token_budget(processor, budget)
         model = prepare_model(model, config)
         trainable, total = model.get_nb_trainable_parameters()
         emit({"event": "model", "trainable_params": trainable, "total_params": total, "device": device})
@@ -430,7 +438,7 @@ def run_training(
         del trainer, model
         gc.collect()
         _empty_cuda()
-        return _finish(config, run, ds, task, fingerprint, device, emit, step)
+        return _finish(config, run, ds, task, fingerprint, device, emit, step, asked)
     finally:
         ds.close()
 
@@ -451,10 +459,14 @@ def _finish(
     device: str,
     emit: Emit,
     step: int,
+    asked: list[Any],
 ) -> TrainOutcome:
+    """Evaluate, register the adapter with the request settings its training chats asked, write the card."""
+    from napari_fracto.adapters import training_request_settings
     from napari_fracto.training.final_eval import evaluate_adapter
     from napari_fracto.training.registry import AdapterEntry, register_adapter, unique_name
 
+    request_settings = training_request_settings(asked)
     evaluation: dict[str, Any] = {"note": "final evaluation switched off (--no-final-eval)", "results": {}}
     if config.final_eval:
         emit({"event": "evaluating", "split": "test"})
@@ -464,7 +476,7 @@ def _finish(
 
         evaluation = evaluate_adapter(
             ds, task, base_model=config.base_model, adapter=run.adapter, out_dir=run.eval_dir, device=device,
-            max_image_tokens=config.max_image_tokens, max_new_tokens=config.eval_max_new_tokens,
+            max_image_tokens=request_settings["max_image_tokens"], max_new_tokens=config.eval_max_new_tokens,
             progress=progress,
         )  # fmt: skip
     run.write_json("evaluation.json", evaluation)
@@ -482,6 +494,7 @@ def _finish(
             vocabulary_version=str(versions.get("vocabulary_version", "")),
             prompt_version=str(versions.get("prompt_version", "")),
             evaluation=evaluation.get("results", {}),
+            request_settings=request_settings,
         )
     )
     card = model_card(

@@ -12,6 +12,7 @@ import logging
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from napari_fracto import __version__
 from napari_fracto.findings import AnalysisContext
@@ -37,6 +38,73 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_request_arguments(parser: argparse.ArgumentParser, *, overrides: bool = False) -> None:
+    """What is asked of the model, the same flags for analyze, dataset autolabel and eval.
+
+    They become the analysis request every result carries. With `overrides` (eval), a flag not given
+    keeps what each stored request asked.
+    """
+    default = None if overrides else 1
+    keep = " (default: as each review was asked)" if overrides else ""
+    group = parser.add_argument_group("request (recorded whole in every result)")
+    group.add_argument("--tiles", type=int, default=default, help="split each image into N x N tiles" + keep)
+    group.add_argument(
+        "--part",
+        choices=["phase", "amplitude"],
+        default=None if overrides else "phase",
+        help="for complex data" + keep,
+    )
+    group.add_argument(
+        "--advice", action="store_true", default=None, help="ptychography: also ask for reconstruction advice"
+    )
+    ptycho = parser.add_argument_group("ptychography display options (recorded in the request)")
+    ptycho.add_argument("--remove-ramp", action="store_true", help="remove the linear phase ramp first")
+    ptycho.add_argument("--unwrap", action="store_true", help="unwrap the phase first (thick objects)")
+    ptycho.add_argument(
+        "--crop-scanned",
+        action="store_true",
+        help="crop to the scanned region (needs scan positions in the file; boxes stay in file pixels)",
+    )
+    ptycho.add_argument(
+        "--recon-settings",
+        metavar="TEXT|@FILE",
+        default="",
+        help="how the reconstruction was made (engine, iterations, probe modes, ...), given to the model "
+        "for --advice; @path reads a text file",
+    )
+    ptycho.add_argument(
+        "--no-evidence",
+        dest="evidence",
+        action="store_false",
+        help="skip the quantitative evidence (grid peak, noise, ramp, contrast, residues) measured beside "
+        "the model's verdict",
+    )
+    sample = parser.add_argument_group("sample context (goes in the prompt)")
+    sample.add_argument("--material", default="")
+    sample.add_argument("--sample-type", default="")
+    sample.add_argument("--magnification", default="")
+    sample.add_argument("--notes", default="")
+
+
+def request_options(args: argparse.Namespace) -> dict[str, object]:
+    """`analyze_array` keyword options from the request flags (context separately: `context_from_args`).
+
+    Raises ValueError for an unreadable `--recon-settings @FILE`.
+    """
+    options: dict[str, object] = {
+        "tiles": args.tiles if args.tiles is not None else 1,
+        "advice": bool(args.advice),
+        "display": _display_options(args),
+        "evidence": None if args.evidence else False,
+        "recon_settings": _read_text_argument(args.recon_settings, "--recon-settings"),
+    }
+    return options
+
+
+def context_from_args(args: argparse.Namespace) -> AnalysisContext:
+    return AnalysisContext(args.material, args.sample_type, args.magnification, args.notes)
+
+
 def settings_from_args(args: argparse.Namespace) -> BackendSettings:
     settings = load_settings()
     overrides = {
@@ -56,6 +124,26 @@ def settings_from_args(args: argparse.Namespace) -> BackendSettings:
         overrides["model"] = ""  # the local default model id means nothing to a server
     data = settings.model_dump() | {k: v for k, v in overrides.items() if v is not None}
     return BackendSettings.model_validate(data)
+
+
+def adapter_from_args(args: argparse.Namespace) -> Any:
+    """The settings with `--adapter NAME|DIR` resolved and the adapter's trained request settings applied.
+
+    The adapter's image budget applies unless `--max-image-tokens` was given; its display options apply
+    when no display flag was given (see `apply_adapter_display`). Raises RegistryError for an unknown name.
+    """
+    from napari_fracto.adapters import choose_adapter
+
+    return choose_adapter(settings_from_args(args), keep_budget=args.max_image_tokens is not None)
+
+
+def apply_adapter_display(args: argparse.Namespace, request_settings: dict[str, Any]) -> None:
+    """Display options and part the adapter was trained with, where the user gave none on the command line."""
+    display = request_settings.get("display")
+    if display and not (args.remove_ramp or args.unwrap or args.crop_scanned):
+        args.remove_ramp = bool(display.get("ramp"))
+        args.unwrap = bool(display.get("unwrap"))
+        args.crop_scanned = bool(display.get("crop"))
 
 
 def confirm_remote(settings: BackendSettings, allow_remote: bool) -> bool:
@@ -83,41 +171,13 @@ def _add_analyze_parser(subparsers) -> None:
     p.add_argument("--out", type=Path, help="append one JSON record per image to this file")
     p.add_argument("--csv", type=Path, help="write one row per finding to this CSV file")
     p.add_argument("--concurrency", type=int, default=1, help="requests in flight (servers batch them)")
-    p.add_argument("--tiles", type=int, default=1, help="split each image into N x N tiles")
-    p.add_argument("--part", choices=["phase", "amplitude"], default="phase", help="for complex data")
-    p.add_argument("--advice", action="store_true", help="ptychography: also ask for reconstruction advice")
-    ptycho = p.add_argument_group("ptychography (recorded as the result's 'preprocessing')")
-    ptycho.add_argument("--remove-ramp", action="store_true", help="remove the linear phase ramp first")
-    ptycho.add_argument("--unwrap", action="store_true", help="unwrap the phase first (thick objects)")
-    ptycho.add_argument(
-        "--crop-scanned",
-        action="store_true",
-        help="crop to the scanned region (needs scan positions in the file; boxes stay in file pixels)",
-    )
-    ptycho.add_argument(
-        "--recon-settings",
-        metavar="TEXT|@FILE",
-        default="",
-        help="how the reconstruction was made (engine, iterations, probe modes, ...), given to the model "
-        "for --advice; @path reads a text file",
-    )
-    ptycho.add_argument(
-        "--no-evidence",
-        dest="evidence",
-        action="store_false",
-        help="skip the quantitative evidence (grid peak, noise, ramp, contrast, residues) measured beside "
-        "the model's verdict",
-    )
+    add_request_arguments(p)
     p.add_argument("--examples-from", type=Path, metavar="DATASET", help="corrections dataset for examples")
     p.add_argument("--shots", type=int, default=0, help="solved examples put in the prompt (in-context)")
     p.add_argument(
         "--select", choices=["similar", "random"], default="similar", help="how examples are chosen"
     )
     add_example_feature_arguments(p)
-    p.add_argument("--material", default="")
-    p.add_argument("--sample-type", default="")
-    p.add_argument("--magnification", default="")
-    p.add_argument("--notes", default="")
     add_backend_arguments(p)
     p.set_defaults(handler=_run_analyze)
 
@@ -157,7 +217,9 @@ def _run_analyze(args: argparse.Namespace) -> int:
     except (KeyError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    settings = settings_from_args(args)
+    choice = adapter_from_args(args)
+    settings = choice.settings
+    apply_adapter_display(args, choice.request_settings)
     if settings.kind == "openai" and not settings.model:
         print(
             "error: --model is required with --backend openai (the name the server serves)", file=sys.stderr
@@ -165,10 +227,10 @@ def _run_analyze(args: argparse.Namespace) -> int:
         return 2
     if not confirm_remote(settings, args.allow_remote):
         return 2
-    context = AnalysisContext(args.material, args.sample_type, args.magnification, args.notes)
+    context = context_from_args(args)
     backend = make_backend(settings)  # cheap: a local model loads on first use
     try:
-        recon_settings = _read_text_argument(args.recon_settings, "--recon-settings")
+        options = request_options(args)
         examples = _example_chooser(args, context, settings.max_image_tokens, backend)
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -186,14 +248,10 @@ def _run_analyze(args: argparse.Namespace) -> int:
                 part=args.part,
                 on_progress=progress,
                 on_failure=report_failure,
-                tiles=args.tiles,
-                advice=args.advice,
                 examples=examples or (),
                 max_image_tokens=settings.max_image_tokens,
                 max_new_tokens=settings.max_new_tokens,
-                display=_display_options(args),
-                evidence=None if args.evidence else False,
-                recon_settings=recon_settings,
+                **options,
             )
     finally:
         backend.close()
@@ -306,11 +364,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
+    from napari_fracto.errors import UserError
+
     try:
         return int(args.handler(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except UserError as exc:  # something the user can fix: one clear line, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -99,7 +99,7 @@ def autolabel(
     be read or analysed is reported and skipped.
     """
     from napari_fracto.analysis import analyze_array
-    from napari_fracto.batch import iter_image_files, load_analysis_images
+    from napari_fracto.batch import analysis_inputs, iter_image_files
 
     base = context or AnalysisContext()
     files = list(iter_image_files(paths))
@@ -108,21 +108,23 @@ def autolabel(
         if cancel is not None and cancel.is_set():
             break
         try:
-            planes = load_analysis_images(path, part)
+            inputs = analysis_inputs(path, part)
             ctx = context_for(path, base, contexts)
-            for source, array in planes:
-                if len(planes) == 1 and path.suffix.lower() in STORABLE:
+            for item in inputs:
+                # the stored image is the array analysed, so prepare(request, stored) shows the same pixels;
+                # a single-image file the dataset can keep is kept byte for byte (it reads back the same)
+                if len(inputs) == 1 and item.geometry is None and path.suffix.lower() in STORABLE:
                     image_id = ds.add_image(path, task=task)
                 else:
-                    image_id = ds.add_image(array, task=task, name=source)
+                    image_id = ds.add_image(item.array, task=task, name=item.source)
                 if not relabel and ds.latest_review(image_id) is not None:
                     summary.already_labelled += 1
                     continue
                 result = analyze_array(
-                    array, task=task, backend=backend, context=ctx, source=source, cancel=cancel,
-                    **analyze_options,
+                    item.array, task=task, backend=backend, context=ctx, source=item.source, cancel=cancel,
+                    complex_part=item.complex_part or part, geometry=item.geometry, **analyze_options,
                 )  # fmt: skip
-                ds.save_prediction(image_id, result, notes=f"autolabel of {source}")
+                ds.save_prediction(image_id, result, notes=f"autolabel of {item.source}")
                 summary.predicted += 1
         except (ValueError, RuntimeError, OSError) as exc:  # ReaderError, ImageError, BackendError, ...
             summary.failures.append((str(path), str(exc)))

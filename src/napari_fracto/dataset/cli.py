@@ -14,7 +14,7 @@ from pathlib import Path
 
 def add_dataset_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register `dataset` and its actions on the top-level `napari-fracto` sub-parsers."""
-    from napari_fracto.cli import add_backend_arguments
+    from napari_fracto.cli import add_backend_arguments, add_request_arguments
 
     parser = subparsers.add_parser(
         "dataset", help="the corrections dataset: info, validate, export, import, split, autolabel"
@@ -72,12 +72,7 @@ def add_dataset_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     p.add_argument("--file-column", default="filename", help="CSV column with the image file name")
     p.add_argument("--text-column", help="CSV column with free-text context (goes into notes)")
     p.add_argument("--relabel", action="store_true", help="also predict images that already have a review")
-    p.add_argument("--part", choices=["phase", "amplitude"], default="phase", help="for complex data")
-    p.add_argument("--tiles", type=int, default=1)
-    p.add_argument("--material", default="")
-    p.add_argument("--sample-type", default="")
-    p.add_argument("--magnification", default="")
-    p.add_argument("--notes", default="")
+    add_request_arguments(p)
     add_backend_arguments(p)
 
     parser.set_defaults(handler=run)
@@ -190,9 +185,15 @@ def _split(args: argparse.Namespace) -> int:
 
 def _autolabel(args: argparse.Namespace) -> int:
     from napari_fracto.backends.factory import make_backend
-    from napari_fracto.cli import confirm_remote, progress_bar, settings_from_args
+    from napari_fracto.cli import (
+        adapter_from_args,
+        apply_adapter_display,
+        confirm_remote,
+        context_from_args,
+        progress_bar,
+        request_options,
+    )
     from napari_fracto.dataset.autolabel import autolabel, read_context_csv
-    from napari_fracto.findings import AnalysisContext
     from napari_fracto.vocabulary import load_vocabulary
 
     load_vocabulary(args.task)  # fail before loading a model
@@ -201,13 +202,16 @@ def _autolabel(args: argparse.Namespace) -> int:
         contexts = read_context_csv(
             args.context_csv, file_column=args.file_column, text_column=args.text_column
         )
-    settings = settings_from_args(args)
+    choice = adapter_from_args(args)
+    settings = choice.settings
+    apply_adapter_display(args, choice.request_settings)
     if settings.kind == "openai" and not settings.model:
         print("error: --model is required with --backend openai", file=sys.stderr)
         return 2
     if not confirm_remote(settings, args.allow_remote):
         return 2
-    context = AnalysisContext(args.material, args.sample_type, args.magnification, args.notes)
+    context = context_from_args(args)
+    options = request_options(args)
     with _open(args) as ds, progress_bar("autolabel") as progress:
         backend = make_backend(settings)
         try:
@@ -220,10 +224,10 @@ def _autolabel(args: argparse.Namespace) -> int:
                 contexts=contexts,
                 part=args.part,
                 relabel=args.relabel,
-                tiles=args.tiles,
                 max_image_tokens=settings.max_image_tokens,
                 max_new_tokens=settings.max_new_tokens,
                 progress=progress,
+                **options,
             )
         finally:
             backend.close()

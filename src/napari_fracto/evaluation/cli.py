@@ -24,7 +24,7 @@ def _shots(text: str) -> list[int]:
 
 def add_parser(subparsers) -> None:
     """Add the `eval` sub-command (its handler imports the heavy parts when it runs)."""
-    from napari_fracto.cli import add_backend_arguments, add_example_feature_arguments
+    from napari_fracto.cli import add_backend_arguments, add_example_feature_arguments, add_request_arguments
 
     p = subparsers.add_parser(
         "eval",
@@ -43,8 +43,7 @@ def add_parser(subparsers) -> None:
     )
     add_example_feature_arguments(p)
     p.add_argument("--no-context", action="store_true", help="leave the sample context out of the prompt")
-    p.add_argument("--advice", action="store_true", help="ptychography: also score reconstruction advice")
-    p.add_argument("--tiles", type=int, default=1, help="split each image into N x N tiles")
+    add_request_arguments(p, overrides=True)
     p.add_argument("--seed", type=int, default=0, help="seed of random example picks and the bootstrap")
     p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (0 to 10000)")
     p.add_argument("--name", default="", help="name of this configuration in the table")
@@ -69,6 +68,8 @@ def run_eval(args: argparse.Namespace) -> int:
         print(f"error: --resamples must be between 0 and 10000, got {args.resamples}", file=sys.stderr)
         return 2
     base = settings_from_args(args)
+    if args.adapter is None:  # the adapter saved by Analyze never sneaks into a "base" row
+        base = base.model_copy(update={"adapter": ""})
     try:
         if args.compare:
             configs = load_comparison(args.compare, base)
@@ -80,10 +81,21 @@ def run_eval(args: argparse.Namespace) -> int:
                 "example_features": args.example_features,
                 "feature_model": args.feature_model,
                 "context": not args.no_context,
-                "advice": args.advice,
+                "advice": bool(args.advice),
                 "seed": args.seed,
                 "tiles": args.tiles,
+                "complex_part": args.part,
             }
+            if args.remove_ramp or args.unwrap or args.crop_scanned:
+                entry["display"] = {
+                    "ramp": args.remove_ramp,
+                    "unwrap": args.unwrap,
+                    "crop": args.crop_scanned,
+                }
+            if args.adapter:
+                entry["adapter"] = args.adapter
+                if args.max_image_tokens is not None:
+                    entry["max_image_tokens"] = args.max_image_tokens
             configs = expand([entry], base)
     except ComparisonError as exc:
         print(f"error: {exc}", file=sys.stderr)

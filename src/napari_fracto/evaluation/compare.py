@@ -45,6 +45,8 @@ _EVAL_FIELDS = {
     "advice",
     "seed",
     "tiles",
+    "display",
+    "complex_part",
 }
 
 
@@ -66,7 +68,10 @@ class EvalConfig(BaseModel):
     context: bool = True
     advice: bool = False
     seed: int = 0
-    tiles: int = Field(1, ge=1, le=8)
+    # Request settings that replace what each stored review asked; None keeps the stored request's own.
+    tiles: int | None = Field(None, ge=1, le=8)
+    display: dict[str, bool] | None = None  # {"ramp": ..., "unwrap": ..., "crop": ...}; {} for none
+    complex_part: Literal["phase", "amplitude"] | None = None
 
     @property
     def label(self) -> str:
@@ -92,6 +97,8 @@ class EvalConfig(BaseModel):
             "context": self.context,
             "advice": self.advice,
             "tiles": self.tiles,
+            "display": self.display,
+            "complex_part": self.complex_part,
             "prompt_version": PROMPT_VERSION,
         }
         if self.uses_vision_features:  # only then, so texture configurations keep their cached results
@@ -151,6 +158,21 @@ def make_config(
         raise ComparisonError(f"{where}: an openai configuration needs `model` (the name the server serves)")
     try:
         settings = BackendSettings.model_validate(base_data | backend_keys)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ComparisonError(f"{where}: {problems}") from None
+    if backend_keys.get("adapter"):  # by folder or registered name; its trained budget applies
+        from napari_fracto.adapters import choose_adapter
+        from napari_fracto.training.registry import RegistryError
+
+        try:
+            choice = choose_adapter(settings, keep_budget="max_image_tokens" in backend_keys)
+        except RegistryError as exc:
+            raise ComparisonError(f"{where}: {exc}") from None
+        settings = choice.settings
+        if "name" not in eval_keys and choice.name:
+            eval_keys["name"] = choice.name
+    try:
         return EvalConfig(settings=settings, **eval_keys)
     except ValidationError as exc:
         problems = "; ".join(

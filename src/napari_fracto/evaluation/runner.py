@@ -120,15 +120,24 @@ def _now() -> str:
 
 
 def prediction_key(
-    fingerprint: str, image_id: str, context: AnalysisContext | None, examples: Sequence[Any]
+    fingerprint: str,
+    image_id: str,
+    context: AnalysisContext | None,
+    examples: Sequence[Any],
+    request: Any = None,
 ) -> str:
-    """Cache key: configuration, image, and exactly what went into the prompt besides the image."""
+    """Cache key: configuration, image, and exactly what was asked (the request as re-asked)."""
     data = {
         "config": fingerprint,
         "image": image_id,
         "context": context.to_dict() if context is not None else None,
         "examples": [[e.image_id, e.answer] for e in examples],
     }
+    if request is not None:
+        asked = request.to_dict()
+        for key in ("source", "backend", "examples", "context"):
+            asked.pop(key, None)
+        data["request"] = asked
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
@@ -289,11 +298,16 @@ def _predict(
     backend_factory: BackendFactory | None,
     cancel: threading.Event | None,
 ) -> tuple[Prediction, int, Backend | None]:
-    """One image under one configuration: from the cache, else from the model (built on first need)."""
-    from napari_fracto.analysis import analyze_array
+    """One image under one configuration: from the cache, else from the model (built on first need).
+
+    The image is asked as its review's stored request asked it (display options, crop, tiles, part),
+    with the configuration's model, budget, context, advice and examples.
+    """
+    from napari_fracto.analysis import run_request
 
     review = item.review
     context = review.context if (config.context and review and not review.context.is_empty()) else None
+    request = reask_request(review.request, config, context)
     array = None
     chosen = []
     examples = []
@@ -311,7 +325,7 @@ def _predict(
         chosen = [
             _ChosenExample(c.image_id, e.answer_text) for c, e in zip(candidates, examples, strict=True)
         ]
-    key = prediction_key(fingerprint, item.image_id, context, chosen)
+    key = prediction_key(fingerprint, item.image_id, context, chosen, request)
     found = cache.get(key)
     if found is not None:
         return found, 0, backend
@@ -319,18 +333,8 @@ def _predict(
         array = dataset.image_array(item.image_id)
     if backend is None:
         backend = _make_backend(config, backend_factory)
-    result = analyze_array(
-        array,
-        task=vocab,
-        backend=backend,
-        context=context,
-        max_image_tokens=config.settings.max_image_tokens,
-        max_new_tokens=config.settings.max_new_tokens,
-        tiles=config.tiles,
-        source=item.image_id,
-        examples=examples,
-        advice=config.advice,
-        cancel=cancel,
+    result = run_request(
+        request, array, backend, examples=examples, evidence=False, cancel=cancel, vocab=vocab
     )
     prediction = Prediction(
         image_id=item.image_id,
@@ -343,6 +347,28 @@ def _predict(
     )
     cache.put(key, fingerprint, prediction)
     return prediction, 1, backend
+
+
+def reask_request(stored: Any, config: EvalConfig, context: AnalysisContext | None) -> Any:
+    """The stored request as `config` re-asks it: same image preparation, the configuration's model."""
+    from napari_fracto.ptycho.display import DisplayOptions
+
+    changes: dict[str, Any] = {
+        "context": context or AnalysisContext(),
+        "advice": config.advice,
+        "max_image_tokens": config.settings.max_image_tokens,
+        "max_new_tokens": config.settings.max_new_tokens,
+        "examples": (),
+    }
+    if config.tiles is not None:
+        changes["tiles"] = config.tiles
+    if config.complex_part is not None:
+        changes["complex_part"] = config.complex_part
+    if config.display is not None:
+        changes["display"] = DisplayOptions(**config.display) if config.display else None
+        if not config.display.get("crop", False):
+            changes["crop"] = None
+    return stored.with_changes(**changes)
 
 
 def _vision_selector(selector: Any, config: EvalConfig, backend: Backend | None) -> Any:
