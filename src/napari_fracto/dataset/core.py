@@ -229,8 +229,8 @@ class Dataset:
         db = root / store.DB_NAME
         if not db.is_file():
             raise DatasetError(
-                f"no dataset at {root} (no {store.DB_NAME} there); create one with Dataset.create "
-                "or `napari-fracto dataset import`"
+                f"no dataset at {root} (no {store.DB_NAME} there); create one with "
+                "`napari-fracto dataset create FOLDER` or `napari-fracto dataset import`"
             )
         conn = store.connect(db)
         try:

@@ -20,7 +20,7 @@ from typing import Any
 from napari_fracto.errors import UserError
 
 FORMAT = "napari-fracto findings"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the whole analysis record (request included) under 'analysis'
 CSV_COLUMNS = ("label", "confidence", "x1", "y1", "x2", "y2", "plane", "source")
 
 
@@ -97,6 +97,8 @@ def findings_table(data: Sequence[Any], attributes: Mapping[str, Any]) -> dict[s
             if key in record
         },
         "raw_text": record.get("raw_text", ""),
+        # what the model was asked and answered, whole, so Review can take this file as it is
+        "analysis": dict(record) if record else None,
     }
 
 

@@ -201,22 +201,67 @@ def _add_source(ds: Dataset, source: str, base: Path, task: str, cache: dict[Pat
 
 def collect_results(ds: Dataset, jsonl: Path, task: str | None = None) -> Collected:
     """Images and predictions of a results file; records of another task than `task` are left out."""
-    out = Collected(task=task or "")
-    cache: dict[Path, Any] = {}
-    other_tasks: set[str] = set()
-    seen: set[str] = set()
     try:
         lines = jsonl.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise QueueError(f"cannot read {jsonl}: {exc}") from None
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
+    records = [(f"{jsonl.name} line {n}", line) for n, line in enumerate(lines, 1) if line.strip()]
+    return _collect_records(ds, jsonl, records, task)
+
+
+def findings_file_record(doc: Any) -> dict[str, Any] | None:
+    """The analysis record of a findings JSON written by File > Save (None: not such a file).
+
+    Format 2 keeps the whole record; an older file is read back from its findings and provenance.
+    """
+    from napari_fracto.io.writers import FORMAT
+
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        return None
+    if isinstance(doc.get("analysis"), dict):
+        return doc["analysis"]
+    return {
+        "task": doc.get("task", ""),
+        "source": doc.get("source", ""),
+        "findings": [
+            {"label": f.get("label", ""), "confidence": f.get("confidence"), "box": f.get("box")}
+            for f in doc.get("findings", [])
+        ],
+        "raw_text": doc.get("raw_text", ""),
+        **(doc.get("model") or {}),
+    }
+
+
+def collect_findings_file(ds: Dataset, path: Path, task: str | None = None) -> Collected:
+    """The image and prediction of a findings JSON saved from napari (File > Save of a findings layer)."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise QueueError(f"cannot read {path} as JSON: {exc}") from None
+    record = findings_file_record(doc)
+    if record is None:
+        raise QueueError(
+            f"{path.name} is not a napari-fracto findings file (File > Save of a findings layer) nor a "
+            "results .jsonl; open one of those, a folder or an image"
+        )
+    return _collect_records(ds, path, [(path.name, record)], task)
+
+
+def _collect_records(
+    ds: Dataset, origin: Path, records: list[tuple[str, Any]], task: str | None
+) -> Collected:
+    """Store the images and predictions of analysis records (JSON text or dicts), named by `where`."""
+    out = Collected(task=task or "")
+    cache: dict[Path, Any] = {}
+    other_tasks: set[str] = set()
+    seen: set[str] = set()
+    jsonl = origin
+    for where, line in records:
         try:
-            record = json.loads(line)
+            record = json.loads(line) if isinstance(line, str) else line
             result = AnalysisResult.from_record(record)
         except (ValueError, KeyError, TypeError) as exc:
-            out.problems.append(f"{jsonl.name} line {number}: not an analysis record ({exc})")
+            out.problems.append(f"{where}: not an analysis record ({exc})")
             continue
         if not out.task:
             out.task = result.task
@@ -224,14 +269,14 @@ def collect_results(ds: Dataset, jsonl: Path, task: str | None = None) -> Collec
             other_tasks.add(result.task)
             continue
         if not result.source:
-            out.problems.append(f"{jsonl.name} line {number}: no 'source' image path; it cannot be shown")
+            out.problems.append(f"{where}: no 'source' image path; it cannot be shown")
             continue
         try:
             entry = _add_source(ds, result.source, jsonl.parent, out.task, cache)
             if not _already_stored(ds, entry.image_id, result):
                 ds.save_prediction(entry.image_id, result)
         except (DatasetError, QueueError) as exc:
-            out.problems.append(f"{jsonl.name} line {number}: {exc}")
+            out.problems.append(f"{where}: {exc}")
             continue
         if entry.image_id not in seen:
             seen.add(entry.image_id)
@@ -254,6 +299,8 @@ def collect(ds: Dataset, source: str | Path, task: str | None) -> Collected:
         raise QueueError(f"{path} does not exist; pick a folder, an image stack or a results .jsonl file")
     if path.suffix.lower() in JSONL_SUFFIXES:
         return collect_results(ds, path, task)
+    if path.suffix.lower() == ".json":
+        return collect_findings_file(ds, path, task)
     if not task:
         raise QueueError("choose the task (e.g. 'fracture' or 'ptychography') for these images")
     if path.is_dir():
