@@ -325,3 +325,24 @@ def test_cli_autolabel_with_display_flags_then_export_keeps_the_request_and_evid
     assert record["request"]["max_image_tokens"] == 64
     assert "grid_period_px" in record["evidence"]
     assert "cropped to rows" in record["preprocessing"]
+
+
+def test_review_of_analyze_jsonl_stores_the_product_plane_as_it_was_analysed(shared_data, tmp_path, capsys):
+    from napari_fracto.review.sources import collect_results
+    from napari_fracto.testing.fake_openai_server import FakeOpenAIServer
+
+    out = tmp_path / "results.jsonl"
+    with FakeOpenAIServer(answer=ANSWER, models=("m",)) as server:
+        code = main(
+            ["analyze", str(shared_data / PRODUCT), "--task", "ptychography", "--crop-scanned",
+             "--remove-ramp", "--backend", "openai", "--model", "m", "--base-url", server.base_url,
+             "--max-image-tokens", "64", "--out", str(out)]
+        )  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    (item,) = analysis_inputs(shared_data / PRODUCT)
+    with Dataset.create(tmp_path / "ds") as ds:
+        (entry,) = collect_results(ds, out).entries
+        stored = ds.image_array(entry.image_id)
+        assert np.iscomplexobj(stored)
+        assert np.array_equal(stored, item.array)
+        assert ds.latest_review(entry.image_id).request.crop is not None

@@ -172,6 +172,27 @@ def _already_stored(ds: Dataset, image_id: str, result: AnalysisResult) -> bool:
     )
 
 
+def _product_plane(ds: Dataset, path: Path, suffix: str, task: str) -> QueueEntry | None:
+    """A ptychography product's object plane stored as `analyze` analysed it (complex, whole), else None.
+
+    Stored so, `prepare(request, stored)` shows the model the pixels it was shown when analysed.
+    """
+    from napari_fracto.batch import analysis_inputs
+    from napari_fracto.io.ptycho import is_ptycho_file
+
+    if not is_ptycho_file(path):
+        return None
+    try:
+        inputs = analysis_inputs(path)
+    except (OSError, ValueError, KeyError) as exc:
+        raise QueueError(f"cannot read {path.name}: {exc}") from None
+    for item in inputs:
+        if item.source == str(path) + suffix or len(inputs) == 1:
+            name = path.name + suffix
+            return QueueEntry(ds.add_image(item.array, task=task, name=name), name)
+    raise QueueError(f"{path.name} has no{suffix or ' such plane'}; analyse the file again")
+
+
 def _add_source(ds: Dataset, source: str, base: Path, task: str, cache: dict[Path, Any]) -> QueueEntry:
     match = _PLANE.match(source)
     path = _resolve(match["path"] if match else source, base)
@@ -179,6 +200,9 @@ def _add_source(ds: Dataset, source: str, base: Path, task: str, cache: dict[Pat
         raise QueueError(
             f"image not found: {path}; keep the images where they were analysed, or fix 'source'"
         )
+    product = _product_plane(ds, path, f" [plane {match['index']}]" if match else "", task)
+    if product is not None:
+        return product
     if not match:
         entries = add_file(ds, path, task)
         if len(entries) != 1:
