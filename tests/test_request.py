@@ -346,3 +346,31 @@ def test_review_of_analyze_jsonl_stores_the_product_plane_as_it_was_analysed(sha
         assert np.iscomplexobj(stored)
         assert np.array_equal(stored, item.array)
         assert ds.latest_review(entry.image_id).request.crop is not None
+
+
+def test_evaluation_re_asks_the_stored_request_and_flags_override_it(shared_data, tmp_path):
+    from napari_fracto.evaluation.compare import EvalConfig
+    from napari_fracto.evaluation.runner import evaluate
+    from napari_fracto.prepare import prepare
+    from napari_fracto.settings import BackendSettings
+
+    (item,) = analysis_inputs(shared_data / PRODUCT)
+    result = analyze_array(item.array, task="ptychography", backend=ScriptedBackend(ANSWER),
+                           geometry=item.geometry, display=DisplayOptions(ramp=True, unwrap=False, crop=True),
+                           max_image_tokens=64)  # fmt: skip
+    backend = ScriptedBackend(ANSWER)
+    with Dataset.create(tmp_path / "ds") as ds:
+        image_id = ds.add_image(item.array, task="ptychography")
+        ds.save_review(image_id, "ptychography", result.findings, prediction=result)
+        ds.set_split([image_id], "test")
+        settings_ = BackendSettings(max_image_tokens=64)
+        configs = [
+            EvalConfig(name="as asked", settings=settings_),
+            EvalConfig(name="uncropped", settings=settings_, display={}),
+        ]
+        evaluate(ds, configs, tmp_path / "eval", backend_factory=lambda s: backend, resamples=0)
+    as_asked, uncropped = (np.asarray(r.turns[-1].parts[0]) for r in backend.requests)
+    expected = prepare(result.request, item.array).tiles[0].image
+    assert np.array_equal(as_asked, np.asarray(expected))  # cropped and ramp-free, as Analyze sent it
+    # the override shows the whole buffer, not the scanned region
+    assert uncropped.shape != as_asked.shape or not np.array_equal(uncropped, as_asked)
