@@ -1,7 +1,7 @@
 """Throughput and peak GPU memory of the training recipe on real-size Qwen3-VL architectures.
 
 Nothing can be downloaded where this runs, and speed and memory do not depend on the weights, so the model
-is built from the published config values of Qwen3-VL-2B/4B-Instruct with random weights, saved, and
+is built from the published config values of Qwen3-VL-2B/4B/8B/32B-Instruct with random weights, saved, and
 loaded through the same `train.load_model` / `prepare_model` / Trainer path a real run uses (QLoRA
 included). The tokenizer is the offline tiny one; its token ids are mapped into the config.
 
@@ -17,58 +17,48 @@ import time
 from pathlib import Path
 from typing import Any
 
-# Published config.json values of Qwen/Qwen3-VL-{2B,4B}-Instruct (both tie their word embeddings).
-_VISION = {
-    "depth": 24,
-    "hidden_size": 1024,
-    "intermediate_size": 4096,
-    "num_heads": 16,
-    "patch_size": 16,
-    "spatial_merge_size": 2,
-    "temporal_patch_size": 2,
-    "num_position_embeddings": 2304,
-    "deepstack_visual_indexes": [5, 11, 17],
-    "hidden_act": "gelu_pytorch_tanh",
-    "in_channels": 3,
-}
-_TEXT = {
-    "vocab_size": 151936,
-    "head_dim": 128,
-    "num_key_value_heads": 8,
-    "hidden_act": "silu",
-    "max_position_embeddings": 262144,
-    "rms_norm_eps": 1e-6,
-    "attention_bias": False,
-    "rope_parameters": {
-        "rope_type": "default",
-        "rope_theta": 5_000_000.0,
-        "mrope_interleaved": True,
-        "mrope_section": [24, 20, 20],
-    },
-}
-PUBLISHED = {
-    "2B": {
-        "hidden_size": 2048,
-        "intermediate_size": 6144,
-        "num_hidden_layers": 28,
-        "num_attention_heads": 16,
-    },
-    "4B": {
-        "hidden_size": 2560,
-        "intermediate_size": 9728,
-        "num_hidden_layers": 36,
-        "num_attention_heads": 32,
-    },
-}
-
 
 def real_size_config(size: str, tokenizer: Any) -> Any:
-    """The Qwen3VLConfig of the published model `size` ("2B"/"4B"), with `tokenizer`'s special-token ids."""
+    """The Qwen3VLConfig of the published model `size` (`memory.ARCHITECTURES`), with `tokenizer`'s ids."""
     from napari_fracto.testing.tiny_vlm import qwen3vl_config
+    from napari_fracto.training.memory import ARCHITECTURES
 
-    text = {**_TEXT, **PUBLISHED[size], "dtype": "bfloat16"}
-    vision = {**_VISION, "out_hidden_size": PUBLISHED[size]["hidden_size"]}
-    return qwen3vl_config(text, vision, tokenizer, tie_word_embeddings=True)
+    arch = ARCHITECTURES[size]
+    text = {
+        "vocab_size": arch.vocab_size,
+        "hidden_size": arch.hidden_size,
+        "intermediate_size": arch.intermediate_size,
+        "num_hidden_layers": arch.layers,
+        "num_attention_heads": arch.heads,
+        "num_key_value_heads": arch.kv_heads,
+        "head_dim": arch.head_dim,
+        "hidden_act": "silu",
+        "max_position_embeddings": 262144,
+        "rms_norm_eps": 1e-6,
+        "attention_bias": False,
+        "rope_parameters": {
+            "rope_type": "default",
+            "rope_theta": arch.rope_theta,
+            "mrope_interleaved": True,
+            "mrope_section": list(arch.mrope_section),
+        },
+        "dtype": "bfloat16",
+    }
+    vision = {
+        "depth": arch.vision_depth,
+        "hidden_size": arch.vision_hidden,
+        "intermediate_size": arch.vision_intermediate,
+        "num_heads": arch.vision_heads,
+        "patch_size": arch.patch_size,
+        "spatial_merge_size": arch.spatial_merge_size,
+        "temporal_patch_size": arch.temporal_patch_size,
+        "num_position_embeddings": arch.position_embeddings,
+        "deepstack_visual_indexes": list(arch.deepstack),
+        "hidden_act": "gelu_pytorch_tanh",
+        "in_channels": 3,
+        "out_hidden_size": arch.hidden_size,
+    }
+    return qwen3vl_config(text, vision, tokenizer, tie_word_embeddings=arch.tie_word_embeddings)
 
 
 def build_model_dir(size: str, out: Path) -> Path:
@@ -212,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--sizes", nargs="+", default=["2B", "4B"], choices=sorted(PUBLISHED))
+    parser.add_argument("--sizes", nargs="+", default=["2B", "4B"], choices=["2B", "4B", "8B", "32B"])
     parser.add_argument("--methods", nargs="+", default=["lora", "qlora"], choices=["lora", "qlora"])
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=1)
