@@ -99,6 +99,7 @@ def run_train(args: argparse.Namespace) -> int:
         print(memory_table(free_gpu_memory_gb()))
         return 0
     from napari_fracto.dataset import DatasetError
+    from napari_fracto.training import distributed
     from napari_fracto.training.data import TrainingDataError
     from napari_fracto.training.train import (
         EXIT_FAILED,
@@ -125,6 +126,9 @@ def run_train(args: argparse.Namespace) -> int:
     except (ConfigError, DatasetError, TrainingDataError, TrainingError) as exc:
         stdout_emit({"event": "error", "message": str(exc)})
         return _error(str(exc))
+    except distributed.RankZeroFailed as exc:  # rank 0 has reported it; this rank just stops
+        print(f"error: rank 0 failed: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         stdout_emit({"event": "error", "message": "interrupted before a checkpoint could be saved"})
         return EXIT_STOPPED
@@ -134,10 +138,16 @@ def run_train(args: argparse.Namespace) -> int:
         traceback.print_exc()
         stdout_emit({"event": "error", "message": f"{type(exc).__name__}: {exc}"})
         return EXIT_FAILED
+    finally:
+        distributed.shutdown()
+    if not distributed.is_main_process():
+        return EXIT_OK
     if outcome.state == "stopped":
         resume_hint = f"napari-fracto train --resume {outcome.run_dir}"
         print(f"stopped at step {outcome.step}; continue with: {resume_hint}", file=sys.stderr)
-        return EXIT_STOPPED
+        # torchrun / accelerate treat a non-zero exit as a crashed worker (and may restart the group);
+        # the "stopped" event and status.json say it stopped.
+        return EXIT_OK if distributed.launched() else EXIT_STOPPED  # so the other ranks exit 0 too
     print(f"adapter {outcome.name!r} saved in {outcome.adapter}", file=sys.stderr)
     return EXIT_OK
 
