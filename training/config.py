@@ -266,6 +266,12 @@ class TrainConfig(BaseModel):
             raise ConfigError(f"{path} is not a valid training configuration: {exc}") from None
 
 
+def quantization_for(method: str) -> str:
+    """How a base must be loaded to run an adapter trained with `method` (BackendSettings.quantization):
+    a QLoRA adapter on its 4-bit base, as it was trained (a bf16 32B base would need 66 GB)."""
+    return "4bit" if method == "qlora" else "none"
+
+
 def make_config(**values: object) -> TrainConfig:
     """A validated TrainConfig; a bad value raises ConfigError naming the setting (never a pydantic dump)."""
     try:

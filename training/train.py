@@ -33,6 +33,7 @@ from napari_fracto.training.config import (
     free_gpu_memory_gb,
     memory_table,
     model_size,
+    quantization_for,
 )
 from napari_fracto.training.distributed import is_main_process
 from napari_fracto.training.runfolder import RunFolder, library_versions, model_card, new_run_dir
@@ -515,7 +516,7 @@ def _finish(
         evaluation = evaluate_adapter(
             ds, task, base_model=config.base_model, adapter=run.adapter, out_dir=run.eval_dir, device=device,
             max_image_tokens=config.max_image_tokens, max_new_tokens=config.eval_max_new_tokens,
-            progress=progress,
+            quantization=quantization_for(config.method), progress=progress,
         )  # fmt: skip
     run.write_json("evaluation.json", evaluation)
     emit({"event": "evaluation", **evaluation})
