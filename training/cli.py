@@ -153,21 +153,27 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from napari_fracto.training.export import ExportError, export_for_vllm, merge_adapter, resolve_adapter
+    from napari_fracto.training.export import (
+        ExportError,
+        export_for_vllm,
+        merge_adapter,
+        resolve_adapter,
+        run_limits,
+    )
 
     try:
         source = resolve_adapter(args.source)
         if args.merge:
             out = merge_adapter(source, out=args.out, base_model=args.base_model)
             print(f"merged model written to {out}")
-            print(f"serve it: vllm serve {out} --served-model-name {args.name or source.name}")
+            limits = run_limits(source).flags()
+            print(f"serve it: vllm serve {out} --served-model-name {args.name or source.name} {limits}")
         else:
             result = export_for_vllm(source, out=args.out, base_model=args.base_model, name=args.name)
             print(f"vLLM adapter written to {result.path}")
             print(f"serve it:\n  {result.command}")
-            if result.dropped:
-                print(f"note: {result.dropped} vision-tower LoRA tensors were left out (vLLM ignores them); "
-                      "use --merge to keep them", file=sys.stderr)  # fmt: skip
+            for note in result.notes:
+                print(f"note ({result.dropped} tensors): {note}", file=sys.stderr)
     except ExportError as exc:
         return _error(str(exc))
     return 0
