@@ -25,6 +25,15 @@ def test_benchmark_path_trains_a_shrunken_architecture_on_the_cpu(tmp_path, monk
     assert 0 < result["image_tokens"] <= 16
     assert 0 < result["trainable_params"] < result["total_params"]
     assert math.isfinite(result["final_loss"])
+    derived = bench.add_derived({**result, "device": "NVIDIA H200"}, "2B", batch_size=1)
+    tokens_per_s = result["samples_per_s"] * result["tokens_per_sample"]
+    assert derived["tokens_per_s"] == pytest.approx(tokens_per_s, 0.01)
+    # MFU = 6 x path parameters x tokens/s / bf16 peak (989 TFLOP/s on an H200)
+    assert derived["mfu"] == pytest.approx(6 * bench.path_params("2B") * tokens_per_s / 989e12, 0.01)
+    assert derived["estimated_gb"] > 0
+    inference = bench.measure_inference(model_dir, images=2, max_new_tokens=4, side=64, max_image_tokens=16)
+    assert inference["images_per_s"] > 0
+    assert inference["batched"].startswith("missing")
 
 
 @pytest.mark.gpu
