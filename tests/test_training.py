@@ -139,6 +139,12 @@ def test_export_for_vllm_keeps_only_language_model_tensors(trained, tmp_path):
     assert "--enable-lora" in result.command
     assert '"name": "tiny"' in result.command
     assert "--max-lora-rank 16" in result.command
+    # Sized from the run (16 image tokens, 8 answer tokens): 4 images x 16 + 2048 text + 8 -> 3072, not the
+    # 262,144-token default whose KV cache does not fit a 24-48 GB GPU.
+    assert "--max-model-len 3072" in result.command
+    assert '"image": 4' in result.command
+    assert '"longest_edge": 16384' in result.command  # 16 tokens x 32 x 32 pixels, as trained
+    assert any("--enable-tower-connector-lora" in note for note in result.notes)  # vision LoRA was on
     base = AutoModelForImageTextToText.from_pretrained(trained["model"])
     PeftModel.from_pretrained(base, str(result.path))  # loads as a plain peft adapter
 
@@ -151,6 +157,10 @@ def test_merged_export_answers_like_base_plus_adapter(trained, tmp_path):
     from napari_fracto.training.export import merge_adapter
 
     merged = merge_adapter(trained["outcome"].adapter, out=tmp_path / "merged")
+    text_config = json.loads((merged / "config.json").read_text())["text_config"]
+    # vLLM releases on transformers 4.x find M-RoPE in rope_scaling; transformers 5 reads rope_parameters.
+    assert text_config["rope_scaling"]["mrope_section"] == text_config["rope_parameters"]["mrope_section"]
+    assert text_config["rope_theta"] == text_config["rope_parameters"]["rope_theta"]
     image = Image.fromarray((np.random.default_rng(4).random((48, 64, 3)) * 255).astype(np.uint8))
     request = VLMRequest([Turn("user", [image, "Which labels apply?"])], max_new_tokens=12)
     with_adapter = TransformersBackend(

@@ -135,8 +135,8 @@ def test_presets_follow_free_memory_and_the_table_shows_estimates():
     assert cfg.choose_preset(16).name in {"4b-lora", "8b-qlora"}
     small = cfg.choose_preset(8)
     assert small.memory_gb() <= 8 * cfg.HEADROOM
-    # QLoRA needs much less than LoRA for the same base; bigger bases need more.
-    assert cfg.PRESETS["8b-qlora"].memory_gb() < 0.6 * cfg.PRESETS["8b-lora"].memory_gb()
+    # QLoRA needs less than LoRA for the same base (fp32 non-4-bit weights eat part of it); bigger bases more.
+    assert cfg.PRESETS["8b-qlora"].memory_gb() < 0.75 * cfg.PRESETS["8b-lora"].memory_gb()
     assert (
         cfg.PRESETS["2b-lora"].memory_gb()
         < cfg.PRESETS["4b-lora"].memory_gb()

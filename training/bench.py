@@ -1,11 +1,16 @@
 """Throughput and peak GPU memory of the training recipe on real-size Qwen3-VL architectures.
 
 Nothing can be downloaded where this runs, and speed and memory do not depend on the weights, so the model
-is built from the published config values of Qwen3-VL-2B/4B-Instruct with random weights, saved, and
+is built from the published config values of Qwen3-VL-2B/4B/8B/32B-Instruct with random weights, saved, and
 loaded through the same `train.load_model` / `prepare_model` / Trainer path a real run uses (QLoRA
 included). The tokenizer is the offline tiny one; its token ids are mapped into the config.
 
-    python -m napari_fracto.training.bench [--sizes 2B 4B] [--methods lora qlora] [--steps 10]
+    python -m napari_fracto.training.bench [--sizes 2B 8B] [--methods lora qlora] [--steps 10] \\
+        [--inference 2B]
+
+Prints one JSON line per (size, method): samples/s, tokens/s, peak GB beside the estimate for the same
+tokens, and MFU = 6 x path parameters (decoder linear layers + head) x tokens/s / the GPU's dense bf16
+peak (`BF16_PEAK`); with --inference also local-backend throughput, one image per request.
 """
 
 from __future__ import annotations
@@ -17,58 +22,48 @@ import time
 from pathlib import Path
 from typing import Any
 
-# Published config.json values of Qwen/Qwen3-VL-{2B,4B}-Instruct (both tie their word embeddings).
-_VISION = {
-    "depth": 24,
-    "hidden_size": 1024,
-    "intermediate_size": 4096,
-    "num_heads": 16,
-    "patch_size": 16,
-    "spatial_merge_size": 2,
-    "temporal_patch_size": 2,
-    "num_position_embeddings": 2304,
-    "deepstack_visual_indexes": [5, 11, 17],
-    "hidden_act": "gelu_pytorch_tanh",
-    "in_channels": 3,
-}
-_TEXT = {
-    "vocab_size": 151936,
-    "head_dim": 128,
-    "num_key_value_heads": 8,
-    "hidden_act": "silu",
-    "max_position_embeddings": 262144,
-    "rms_norm_eps": 1e-6,
-    "attention_bias": False,
-    "rope_parameters": {
-        "rope_type": "default",
-        "rope_theta": 5_000_000.0,
-        "mrope_interleaved": True,
-        "mrope_section": [24, 20, 20],
-    },
-}
-PUBLISHED = {
-    "2B": {
-        "hidden_size": 2048,
-        "intermediate_size": 6144,
-        "num_hidden_layers": 28,
-        "num_attention_heads": 16,
-    },
-    "4B": {
-        "hidden_size": 2560,
-        "intermediate_size": 9728,
-        "num_hidden_layers": 36,
-        "num_attention_heads": 32,
-    },
-}
-
 
 def real_size_config(size: str, tokenizer: Any) -> Any:
-    """The Qwen3VLConfig of the published model `size` ("2B"/"4B"), with `tokenizer`'s special-token ids."""
+    """The Qwen3VLConfig of the published model `size` (`memory.ARCHITECTURES`), with `tokenizer`'s ids."""
     from napari_fracto.testing.tiny_vlm import qwen3vl_config
+    from napari_fracto.training.memory import ARCHITECTURES
 
-    text = {**_TEXT, **PUBLISHED[size], "dtype": "bfloat16"}
-    vision = {**_VISION, "out_hidden_size": PUBLISHED[size]["hidden_size"]}
-    return qwen3vl_config(text, vision, tokenizer, tie_word_embeddings=True)
+    arch = ARCHITECTURES[size]
+    text = {
+        "vocab_size": arch.vocab_size,
+        "hidden_size": arch.hidden_size,
+        "intermediate_size": arch.intermediate_size,
+        "num_hidden_layers": arch.layers,
+        "num_attention_heads": arch.heads,
+        "num_key_value_heads": arch.kv_heads,
+        "head_dim": arch.head_dim,
+        "hidden_act": "silu",
+        "max_position_embeddings": 262144,
+        "rms_norm_eps": 1e-6,
+        "attention_bias": False,
+        "rope_parameters": {
+            "rope_type": "default",
+            "rope_theta": arch.rope_theta,
+            "mrope_interleaved": True,
+            "mrope_section": list(arch.mrope_section),
+        },
+        "dtype": "bfloat16",
+    }
+    vision = {
+        "depth": arch.vision_depth,
+        "hidden_size": arch.vision_hidden,
+        "intermediate_size": arch.vision_intermediate,
+        "num_heads": arch.vision_heads,
+        "patch_size": arch.patch_size,
+        "spatial_merge_size": arch.spatial_merge_size,
+        "temporal_patch_size": arch.temporal_patch_size,
+        "num_position_embeddings": arch.position_embeddings,
+        "deepstack_visual_indexes": list(arch.deepstack),
+        "hidden_act": "gelu_pytorch_tanh",
+        "in_channels": 3,
+        "out_hidden_size": arch.hidden_size,
+    }
+    return qwen3vl_config(text, vision, tokenizer, tie_word_embeddings=arch.tie_word_embeddings)
 
 
 def build_model_dir(size: str, out: Path) -> Path:
@@ -208,17 +203,96 @@ def measure(
     return result
 
 
+# Dense bf16 tensor-core peaks (FLOP/s, no sparsity) from the vendors' datasheets, for MFU.
+BF16_PEAK = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12,
+             "A10": 125e12, "4090": 165e12, "3090": 71e12}  # fmt: skip
+
+
+def bf16_peak(device_name: str) -> float | None:
+    return next((v for k, v in BF16_PEAK.items() if k in device_name), None)
+
+
+def path_params(size: str) -> int:
+    """Parameters every text/image token's matmuls pass through in the language model (decoder linear
+    layers + the output head); the frozen vision tower's forward-only cost is left out."""
+    from napari_fracto.training.memory import ARCHITECTURES
+
+    arch = ARCHITECTURES[size]
+    return arch.lm_linear_params + arch.embedding_params  # the head is a vocab x hidden matmul, tied or not
+
+
+def add_derived(result: dict[str, Any], size: str, batch_size: int) -> dict[str, Any]:
+    """tokens/s, MFU = 6 x path params x tokens/s / bf16 peak, and the estimate for the same tokens."""
+    from napari_fracto.training.config import KNOWN_BASES, estimate_memory_gb
+
+    tokens, images = result.get("tokens_per_sample"), result.get("image_tokens")
+    if tokens and result.get("samples_per_s"):
+        result["tokens_per_s"] = round(result["samples_per_s"] * tokens, 1)
+        peak = bf16_peak(str(result.get("device", "")))
+        if peak:
+            result["mfu"] = float(f"{6 * path_params(size) * result['tokens_per_s'] / peak:.4g}")
+    if tokens and images is not None:
+        result["estimated_gb"] = round(
+            estimate_memory_gb(KNOWN_BASES[size], result["method"], batch_size=batch_size,
+                               max_image_tokens=images, text_tokens=tokens - images), 2
+        )  # fmt: skip
+    else:
+        result["estimated_gb"] = round(estimate_memory_gb(KNOWN_BASES[size], result["method"]), 2)
+    return result
+
+
+def measure_inference(
+    model_dir: Path,
+    *,
+    images: int = 8,
+    max_new_tokens: int = 64,
+    side: int = 896,
+    max_image_tokens: int = 768,
+) -> dict[str, Any]:
+    """Local-backend throughput, one image per request (the backend has no batched generation yet)."""
+    import torch
+
+    from napari_fracto.backends.base import Turn, VLMRequest
+    from napari_fracto.backends.transformers_backend import TransformersBackend
+
+    backend = TransformersBackend(str(model_dir), max_image_tokens=max_image_tokens)
+    backend.load()
+    requests = [
+        VLMRequest([Turn("user", [ex["image"], "Which fracture features do you see? Answer in JSON."])],
+                   max_new_tokens=max_new_tokens)
+        for ex in _examples(images + 1, side, seed=1)
+    ]  # fmt: skip
+    backend.generate(requests[0])  # warm-up
+    start = time.perf_counter()
+    replies = [backend.generate(r) for r in requests[1:]]
+    seconds = time.perf_counter() - start
+    result = {
+        "model": model_dir.name,
+        "inference": "one at a time",
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "images": images,
+        "images_per_s": round(images / seconds, 3),
+        "generated_tokens_per_s": round(sum(r.completion_tokens for r in replies) / seconds, 1),
+        "prompt_tokens": replies[0].prompt_tokens,
+        "batched": "missing: the local backend has no batched generation",
+    }
+    backend.close()
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--sizes", nargs="+", default=["2B", "4B"], choices=sorted(PUBLISHED))
+    parser.add_argument("--sizes", nargs="+", default=["2B", "8B"], choices=["2B", "4B", "8B", "32B"])
     parser.add_argument("--methods", nargs="+", default=["lora", "qlora"], choices=["lora", "qlora"])
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--dir", type=Path, help="where to write the random models (default: a temp folder)")
+    parser.add_argument("--inference", nargs="*", default=[], metavar="SIZE",
+                        help="also local inference throughput for these sizes (e.g. 2B)")  # fmt: skip
     args = parser.parse_args(argv)
-    from napari_fracto.training.config import KNOWN_BASES, estimate_memory_gb
+    import shutil
 
     root = args.dir or Path(tempfile.mkdtemp(prefix="bench-train-"))
     for size in args.sizes:
@@ -228,10 +302,14 @@ def main(argv: list[str] | None = None) -> int:
                 result = measure(model_dir, method, steps=args.steps, batch_size=args.batch_size)
             except Exception as exc:  # report and go on (e.g. no bitsandbytes for QLoRA)
                 result = {"model": model_dir.name, "method": method, "error": f"{type(exc).__name__}: {exc}"}
-            result["estimated_gb"] = round(
-                estimate_memory_gb(KNOWN_BASES[size], method, batch_size=args.batch_size), 2
-            )
-            print(json.dumps(result), flush=True)
+            print(json.dumps(add_derived(result, size, args.batch_size)), flush=True)
+        if size in args.inference:
+            try:
+                print(json.dumps(measure_inference(model_dir)), flush=True)
+            except Exception as exc:
+                print(json.dumps({"model": model_dir.name, "inference": "error", "error": str(exc)}))
+        if args.dir is None:
+            shutil.rmtree(root / size, ignore_errors=True)  # 8B is ~17 GB on disk
     return 0
 
 

@@ -99,6 +99,7 @@ def run_train(args: argparse.Namespace) -> int:
         print(memory_table(free_gpu_memory_gb()))
         return 0
     from napari_fracto.dataset import DatasetError
+    from napari_fracto.training import distributed
     from napari_fracto.training.data import TrainingDataError
     from napari_fracto.training.train import (
         EXIT_FAILED,
@@ -125,6 +126,9 @@ def run_train(args: argparse.Namespace) -> int:
     except (ConfigError, DatasetError, TrainingDataError, TrainingError) as exc:
         stdout_emit({"event": "error", "message": str(exc)})
         return _error(str(exc))
+    except distributed.RankZeroFailed as exc:  # rank 0 has reported it; this rank just stops
+        print(f"error: rank 0 failed: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         stdout_emit({"event": "error", "message": "interrupted before a checkpoint could be saved"})
         return EXIT_STOPPED
@@ -134,30 +138,42 @@ def run_train(args: argparse.Namespace) -> int:
         traceback.print_exc()
         stdout_emit({"event": "error", "message": f"{type(exc).__name__}: {exc}"})
         return EXIT_FAILED
+    finally:
+        distributed.shutdown()
+    if not distributed.is_main_process():
+        return EXIT_OK
     if outcome.state == "stopped":
         resume_hint = f"napari-fracto train --resume {outcome.run_dir}"
         print(f"stopped at step {outcome.step}; continue with: {resume_hint}", file=sys.stderr)
-        return EXIT_STOPPED
+        # torchrun / accelerate treat a non-zero exit as a crashed worker (and may restart the group);
+        # the "stopped" event and status.json say it stopped.
+        return EXIT_OK if distributed.launched() else EXIT_STOPPED  # so the other ranks exit 0 too
     print(f"adapter {outcome.name!r} saved in {outcome.adapter}", file=sys.stderr)
     return EXIT_OK
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from napari_fracto.training.export import ExportError, export_for_vllm, merge_adapter, resolve_adapter
+    from napari_fracto.training.export import (
+        ExportError,
+        export_for_vllm,
+        merge_adapter,
+        resolve_adapter,
+        run_limits,
+    )
 
     try:
         source = resolve_adapter(args.source)
         if args.merge:
             out = merge_adapter(source, out=args.out, base_model=args.base_model)
             print(f"merged model written to {out}")
-            print(f"serve it: vllm serve {out} --served-model-name {args.name or source.name}")
+            limits = run_limits(source).flags()
+            print(f"serve it: vllm serve {out} --served-model-name {args.name or source.name} {limits}")
         else:
             result = export_for_vllm(source, out=args.out, base_model=args.base_model, name=args.name)
             print(f"vLLM adapter written to {result.path}")
             print(f"serve it:\n  {result.command}")
-            if result.dropped:
-                print(f"note: {result.dropped} vision-tower LoRA tensors were left out (vLLM ignores them); "
-                      "use --merge to keep them", file=sys.stderr)  # fmt: skip
+            for note in result.notes:
+                print(f"note ({result.dropped} tensors): {note}", file=sys.stderr)
     except ExportError as exc:
         return _error(str(exc))
     return 0

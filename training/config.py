@@ -1,14 +1,15 @@
 """Training configuration (pydantic, saved verbatim in every run folder) and presets chosen by GPU memory.
 
 Pure: imports neither torch nor transformers, so the CLI, the widget and the memory table load instantly.
-The memory figures are estimates (weights + LoRA optimiser state + activations with gradient checkpointing
-+ CUDA overhead), calibrated on published rules of thumb (LLaMA-Factory: ~2 GB per billion parameters for
-16-bit LoRA, ~0.5-0.7 GB for 4-bit QLoRA); they tell a user what will fit before they wait, not a guarantee.
+The memory figures are estimates counted from the published architectures (`memory.py`: weights in the
+dtypes they have during training, LoRA optimiser state, activations with gradient checkpointing, CUDA
+overhead); they tell a user what will fit before they wait, not a guarantee.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -16,6 +17,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from napari_fracto.errors import UserError
+from napari_fracto.training.memory import ARCHITECTURES, Architecture, memory_breakdown
 
 Method = Literal["lora", "qlora"]
 Device = Literal["auto", "cuda", "cpu"]
@@ -29,23 +31,27 @@ class ConfigError(UserError, ValueError):
 
 @dataclass(frozen=True)
 class BaseModelInfo:
-    """A Qwen3-VL base the presets know: Hub id, parameters (billions) of the model and its vision tower."""
+    """A Qwen3-VL base the presets know: its Hub id and published architecture (see `memory.py`)."""
 
     model: str
-    params_b: float
-    vision_b: float
-    hidden_size: int
-    layers: int
+    size: str
+
+    @property
+    def arch(self) -> Architecture:
+        return ARCHITECTURES[self.size]
+
+    @property
+    def params_b(self) -> float:
+        return self.arch.total_params / 1e9
+
+    @property
+    def vision_b(self) -> float:
+        return self.arch.vision_params / 1e9
 
 
-# Parameter counts of the published Qwen3-VL Instruct models (model cards / config.json).
 KNOWN_BASES: dict[str, BaseModelInfo] = {
-    "2B": BaseModelInfo("Qwen/Qwen3-VL-2B-Instruct", 2.1, 0.41, 2048, 28),
-    "4B": BaseModelInfo("Qwen/Qwen3-VL-4B-Instruct", 4.4, 0.41, 2560, 36),
-    "8B": BaseModelInfo("Qwen/Qwen3-VL-8B-Instruct", 8.8, 0.58, 4096, 36),
-    "32B": BaseModelInfo("Qwen/Qwen3-VL-32B-Instruct", 33.4, 0.58, 5120, 64),
+    size: BaseModelInfo(f"Qwen/Qwen3-VL-{size}-Instruct", size) for size in ("2B", "4B", "8B", "32B")
 }
-CUDA_OVERHEAD_GB = 1.5  # CUDA context, allocator fragmentation, kernels
 
 
 def estimate_memory_gb(
@@ -56,27 +62,18 @@ def estimate_memory_gb(
     batch_size: int = 1,
     max_image_tokens: int = 768,
     text_tokens: int = 1024,
+    train_vision: bool = False,
 ) -> float:
-    """Estimated peak GPU memory (GB) for LoRA/QLoRA fine-tuning of `base` with gradient checkpointing.
-
-    Weights: 2 bytes/param in bf16; for QLoRA ~0.55 bytes/param for the quantised language model (NF4 +
-    double-quantised scales) while the vision tower stays bf16. LoRA weights, grads and AdamW state: 16
-    bytes per LoRA parameter. Activations with checkpointing: one hidden state per layer and token kept,
-    plus one layer's full activations (~34 x hidden per token) recomputed at a time, in bf16.
-    """
-    gb = 1e9
-    lm_b = base.params_b - base.vision_b
-    if method == "qlora":
-        weights = lm_b * 1e9 * 0.55 + base.vision_b * 1e9 * 2
-    else:
-        weights = base.params_b * 1e9 * 2
-    # LoRA on 7 linear layers per block: about rank * (in + out) params each; ~ rank * 2 * 5.5 * hidden.
-    lora_params = base.layers * lora_rank * 2 * 5.5 * base.hidden_size
-    lora_state = lora_params * 16
-    tokens = batch_size * (max_image_tokens + text_tokens)
-    activations = tokens * base.hidden_size * 2 * (base.layers + 34)
-    logits = tokens * 151_936 * 4  # fp32 logits for the loss
-    return (weights + lora_state + activations + logits) / gb + CUDA_OVERHEAD_GB
+    """Estimated peak GPU memory (GB) for LoRA/QLoRA fine-tuning of `base` (`memory.memory_breakdown`)."""
+    return memory_breakdown(
+        base.arch,
+        method,
+        lora_rank=lora_rank,
+        batch_size=batch_size,
+        max_image_tokens=max_image_tokens,
+        text_tokens=text_tokens,
+        train_vision=train_vision,
+    )["total"]
 
 
 @dataclass(frozen=True)
@@ -121,13 +118,37 @@ _PREFERENCE = ("32b-qlora", "8b-lora", "8b-qlora", "4b-lora", "4b-qlora", "2b-lo
 HEADROOM = 0.9  # use at most 90 % of the free memory
 
 
-def choose_preset(free_gb: float | None) -> Preset:
-    """The largest preset whose estimate fits in 90 % of `free_gb`; the smallest if none fits or unknown."""
+def choose_preset(free_gb: float | None, size: str | None = None) -> Preset:
+    """The largest preset whose estimate fits in 90 % of `free_gb`; the smallest if none fits or unknown.
+
+    `size` ("2B", ... from `model_size`) restricts the choice to presets of that base."""
+    names = [n for n in _PREFERENCE if size is None or PRESETS[n].size == size]
+    if not names:
+        raise ConfigError(f"no preset for a {size} base; choose --method and --batch-size yourself")
     if free_gb is not None:
-        for name in _PREFERENCE:
+        for name in names:
             if PRESETS[name].memory_gb() <= free_gb * HEADROOM:
                 return PRESETS[name]
-    return PRESETS["2b-qlora"] if free_gb is not None else PRESETS["2b-lora"]
+        return PRESETS[names[-1]]
+    lora = [n for n in names if PRESETS[n].method == "lora"]
+    return PRESETS[lora[-1] if lora else names[-1]]
+
+
+def model_size(base_model: str) -> str | None:
+    """ "2B"/"4B"/"8B"/"32B" for a known Qwen3-VL: a local folder by its config.json, a Hub id by its name."""
+    folder = Path(base_model).expanduser()
+    if (folder / "config.json").is_file():
+        try:
+            text = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("text_config", {})
+        except (OSError, ValueError):
+            return None
+        for size, arch in ARCHITECTURES.items():
+            if (text.get("hidden_size"), text.get("num_hidden_layers")) == (arch.hidden_size, arch.layers):
+                return size
+        return None
+    match = re.search(r"Qwen3-VL-(\d+B)\b", base_model, flags=re.IGNORECASE)
+    size = match.group(1).upper() if match else None
+    return size if size in ARCHITECTURES else None
 
 
 def memory_table(free_gb: float | None = None, chosen: str | None = None) -> str:
@@ -147,15 +168,15 @@ def memory_table(free_gb: float | None = None, chosen: str | None = None) -> str
     return head + " (estimates; see docs/training.md)\n" + "\n".join(lines)
 
 
-def free_gpu_memory_gb() -> float | None:
-    """Free memory of the current CUDA device in GB, or None without CUDA (imports torch)."""
+def free_gpu_memory_gb(device: int | None = None) -> float | None:
+    """Free memory of CUDA device `device` (default: the current one) in GB, or None without CUDA."""
     try:
         import torch
     except ImportError:
         return None
     if not torch.cuda.is_available():
         return None
-    free, _total = torch.cuda.mem_get_info()
+    free, _total = torch.cuda.mem_get_info(device)
     return free / 1e9
 
 
@@ -215,12 +236,13 @@ class TrainConfig(BaseModel):
             raise ValueError(f"unknown preset {value!r}; choose auto or one of {', '.join(PRESETS)}")
         return value
 
-    def with_preset(self, preset: Preset) -> TrainConfig:
-        """This configuration with the preset's base model, method, batch and image budget."""
+    def with_preset(self, preset: Preset, *, keep_model: bool = False) -> TrainConfig:
+        """This configuration with the preset's base model (unless `keep_model`: e.g. a local folder),
+        method, batch and image budget."""
         return self.model_copy(
             update={
                 "preset": preset.name,
-                "base_model": preset.base.model,
+                "base_model": self.base_model if keep_model else preset.base.model,
                 "method": preset.method,
                 "batch_size": preset.batch_size,
                 "grad_accum": preset.grad_accum,
@@ -244,6 +266,12 @@ class TrainConfig(BaseModel):
             return cls.model_validate(json.loads(path.read_text(encoding="utf-8")))
         except (ValueError, ValidationError) as exc:
             raise ConfigError(f"{path} is not a valid training configuration: {exc}") from None
+
+
+def quantization_for(method: str) -> str:
+    """How a base must be loaded to run an adapter trained with `method` (BackendSettings.quantization):
+    a QLoRA adapter on its 4-bit base, as it was trained (a bf16 32B base would need 66 GB)."""
+    return "4bit" if method == "qlora" else "none"
 
 
 def make_config(**values: object) -> TrainConfig:

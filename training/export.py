@@ -1,9 +1,13 @@
 """Serving a fine-tuned adapter: a language-model-only LoRA for vLLM, or weights merged into the base.
 
-vLLM applies LoRA to the language model only (vision-tower LoRA is ignored and can fail to load), so the
-vLLM export keeps only language-model tensors and prints the exact `vllm serve ... --enable-lora
---lora-modules ...` command. `--merge` writes a full model directory (base + adapter merged, processor and
-chat template included) that any server, vLLM and `transformers serve` included, loads as a plain model.
+vLLM applies LoRA to the language model only unless started with `--enable-tower-connector-lora` (recent
+releases), so the vLLM export keeps only language-model tensors and prints the exact `vllm serve ...
+--enable-lora --lora-modules ...` command, with a context length, image limit and image size that match
+what the adapter was trained for (vLLM's default, Qwen3-VL's full 262,144-token context, needs ~28-36 GiB
+of KV cache and does not start on 24-48 GB GPUs). `--merge` writes a full model directory (base +
+adapter merged, processor and chat template included) that any server loads as a plain model; its
+config.json carries the transformers-4.x rope keys (`rope_scaling` with `mrope_section`, `rope_theta`) beside
+transformers 5's `rope_parameters`, so vLLM releases that read the older keys still apply M-RoPE.
 """
 
 from __future__ import annotations
@@ -16,10 +20,18 @@ from pathlib import Path
 from typing import Any
 
 from napari_fracto.errors import UserError
+from napari_fracto.request import DEFAULT_IMAGE_TOKENS
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 VLLM_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # --max-lora-rank values vLLM accepts
+IMAGES_PER_PROMPT = 4  # the image plus up to three in-context examples
+TEXT_TOKENS = 2048  # system prompt, vocabulary, context and example answers
+TOWER_LORA_NOTE = (
+    "this adapter also trained the vision tower; the vLLM copy leaves those tensors out (vLLM serves "
+    "language-model LoRA only). Recent vLLM releases can serve them with --enable-tower-connector-lora "
+    "pointed at the original adapter folder; otherwise export with --merge to keep them."
+)
 _MODEL_FILE_SUFFIXES = (".json", ".jinja", ".txt", ".model", ".tiktoken")
 _NOT_COPIED = {"config.json", "model.safetensors.index.json", "generation_config.json"}
 
@@ -37,6 +49,7 @@ class VLLMExport:
     kept: int
     dropped: int
     command: str
+    notes: tuple[str, ...] = ()
 
 
 def resolve_adapter(source: str | Path) -> Path:
@@ -86,11 +99,54 @@ def vllm_rank(rank: int) -> int:
     raise ExportError(f"LoRA rank {rank} is above vLLM's maximum ({VLLM_RANKS[-1]}); use --merge instead")
 
 
-def vllm_command(base_model: str, name: str, path: Path, rank: int) -> str:
+@dataclass(frozen=True)
+class ServeLimits:
+    """What one request needs: image-token budget per image (as trained), images, answer length."""
+
+    max_image_tokens: int = DEFAULT_IMAGE_TOKENS
+    images: int = IMAGES_PER_PROMPT
+    max_new_tokens: int = 512
+    patch: int = 32  # pixels per token side: patch 16 x spatial merge 2
+
+    @property
+    def max_model_len(self) -> int:
+        """Images + text + answer, rounded up to 1024: the KV cache vLLM reserves instead of 262,144."""
+        need = self.images * self.max_image_tokens + TEXT_TOKENS + self.max_new_tokens
+        return -(-need // 1024) * 1024
+
+    def flags(self) -> str:
+        size = {"longest_edge": self.max_image_tokens * self.patch**2,
+                "shortest_edge": min(64, self.max_image_tokens) * self.patch**2}  # fmt: skip
+        return (
+            f"--max-model-len {self.max_model_len} "
+            f"--limit-mm-per-prompt {shlex.quote(json.dumps({'image': self.images, 'video': 0}))} "
+            f"--mm-processor-kwargs {shlex.quote(json.dumps({'size': size}))}"
+        )
+
+
+def run_limits(adapter: Path) -> ServeLimits:
+    """The image budget and answer length of the run that trained `adapter` (defaults without one)."""
+    from napari_fracto.training.config import ConfigError, TrainConfig
+    from napari_fracto.training.registry import list_adapters
+
+    try:
+        config = TrainConfig.load(adapter.parent)
+    except ConfigError:
+        return ServeLimits()
+    budget = config.max_image_tokens
+    if budget is None:  # as each review was asked: what the registry recorded for this adapter
+        entries = [e for e in list_adapters() if Path(e.path).resolve() == adapter.resolve()]
+        budget = entries[0].request_settings.get("max_image_tokens") if entries else None
+    return ServeLimits(
+        max_image_tokens=int(budget or DEFAULT_IMAGE_TOKENS), max_new_tokens=config.eval_max_new_tokens
+    )
+
+
+def vllm_command(base_model: str, name: str, path: Path, rank: int, limits: ServeLimits | None = None) -> str:
     module = json.dumps({"name": name, "path": str(path), "base_model_name": base_model})
     return (
         f"vllm serve {shlex.quote(base_model)} --enable-lora --max-lora-rank {vllm_rank(rank)} "
-        f"--lora-modules {shlex.quote(module)}"
+        f"--lora-modules {shlex.quote(module)} {(limits or ServeLimits()).flags()}"
     )
 
 
@@ -136,9 +192,9 @@ def export_for_vllm(
     (out / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     name = name or _run_name(adapter)
     rank = int(config.get("r", 16))
-    return VLLMExport(
-        out, base, name, rank, len(tensors), dropped, vllm_command(base, name, out.resolve(), rank)
-    )
+    command = vllm_command(base, name, out.resolve(), rank, run_limits(adapter))
+    notes = (TOWER_LORA_NOTE,) if dropped else ()
+    return VLLMExport(out, base, name, rank, len(tensors), dropped, command, notes)
 
 
 def _copy_processor_files(base_model: str, out: Path) -> None:
@@ -176,5 +232,20 @@ def merge_adapter(adapter: Path, *, out: Path | None = None, base_model: str | N
     out.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
         merged.save_pretrained(str(out), safe_serialization=True)
+    add_legacy_rope_keys(out / "config.json")
     _copy_processor_files(base, out)
     return out
+
+
+def add_legacy_rope_keys(config_file: Path) -> None:
+    """Write `rope_scaling` (with `mrope_section`) and `rope_theta` beside transformers 5's `rope_parameters`,
+    as the published Qwen3-VL configs have them, for readers on transformers 4.x (vLLM 0.11-era)."""
+    data = json.loads(config_file.read_text(encoding="utf-8"))
+    for section in (data, data.get("text_config")):
+        params = section.get("rope_parameters") if isinstance(section, dict) else None
+        if not isinstance(params, dict):
+            continue
+        if "rope_theta" in params:
+            section.setdefault("rope_theta", params["rope_theta"])
+        section.setdefault("rope_scaling", {k: v for k, v in params.items() if k != "rope_theta"})
+    config_file.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")

@@ -42,6 +42,7 @@ def evaluate_adapter(
     device: str,
     max_image_tokens: int,
     max_new_tokens: int,
+    quantization: str = "none",
     resamples: int = 1000,
     progress: Any = None,
 ) -> dict[str, Any]:
@@ -57,6 +58,7 @@ def evaluate_adapter(
         "device": device,
         "max_image_tokens": max(16, max_image_tokens),
         "max_new_tokens": max(8, max_new_tokens),
+        "quantization": quantization,  # a QLoRA run is evaluated on the 4-bit base it trained on
     }
     configs = [
         EvalConfig(name="base", settings=BackendSettings(**common)),

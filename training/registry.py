@@ -46,6 +46,13 @@ class AdapterEntry:
     request_settings: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def quantization(self) -> str:
+        """BackendSettings.quantization to load this adapter's base with ("4bit" for QLoRA)."""
+        from napari_fracto.training.config import quantization_for
+
+        return quantization_for(self.method)
+
+    @property
     def exists(self) -> bool:
         return (Path(self.path) / "adapter_config.json").is_file()
 

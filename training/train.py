@@ -5,7 +5,8 @@ stdout, one event per line: start, log (step, epoch, loss, learning rate, ETA), 
 evaluation, done, error. A stop request (SIGINT, SIGTERM, or a `STOP` file in the run folder, which
 the widget uses because it works on every OS) saves a checkpoint at the end of the current step;
 `resume(run_dir)` continues from the newest checkpoint. The same entry point runs under `accelerate launch`
-and `torchrun` (DDP): only rank 0 prints, writes files and evaluates.
+and `torchrun` (DDP, FSDP, DeepSpeed): only rank 0 prints, creates the run folder, chooses the preset, writes
+files and evaluates; the others follow what it decided (`distributed.py`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,17 @@ from typing import Any
 
 from napari_fracto.errors import UserError
 from napari_fracto.request import DEFAULT_IMAGE_TOKENS
-from napari_fracto.training.config import TrainConfig, choose_preset, free_gpu_memory_gb, memory_table
+from napari_fracto.training import distributed
+from napari_fracto.training.config import (
+    PRESETS,
+    TrainConfig,
+    choose_preset,
+    free_gpu_memory_gb,
+    memory_table,
+    model_size,
+    quantization_for,
+)
+from napari_fracto.training.distributed import is_main_process
 from napari_fracto.training.runfolder import RunFolder, library_versions, model_card, new_run_dir
 
 log = logging.getLogger(__name__)
@@ -38,10 +49,6 @@ Emit = Callable[[dict[str, Any]], None]
 
 class TrainingError(UserError, RuntimeError):
     """Training cannot start or go on; the message says what to do."""
-
-
-def is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 def stdout_emit(event: dict[str, Any]) -> None:
@@ -162,7 +169,8 @@ def _progress_callback(emit: Emit, run: RunFolder, stop: StopRequest) -> Any:
             return self._check_stop(state, control)
 
         def _check_stop(self, state, control):
-            if stop.requested:
+            # Every rank calls this at the same points (step end, log); rank 0's answer is everyone's.
+            if distributed.agree(stop.requested):
                 control.should_save = True
                 control.should_training_stop = True
                 self.stopped_at = state.global_step
@@ -213,30 +221,44 @@ def lora_config(config: TrainConfig) -> Any:
     )
 
 
-def load_model(config: TrainConfig, device: str) -> tuple[Any, Any]:
-    """Base model (bf16 on GPU, 4-bit for QLoRA with the vision tower and lm_head kept) and processor."""
+def compute_dtype(device: str) -> Any:
+    """bf16 where the GPU runs it natively (compute capability >= 8), fp16 on older GPUs, fp32 on the CPU."""
     import torch
+
+    from napari_fracto.backends.devices import native_bf16
+
+    if device != "cuda":
+        return torch.float32
+    return torch.bfloat16 if native_bf16(f"cuda:{distributed.local_rank()}") else torch.float16
+
+
+def load_kwargs(config: TrainConfig, device: str, dtype: Any, sharded: str | None) -> dict[str, Any]:
+    """from_pretrained arguments: each rank's own GPU for DDP; no device_map under FSDP/DeepSpeed, whose
+    sharded initialisation places the weights (a device_map loads the whole model per rank, or raises)."""
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if device == "cuda" and sharded is None:
+        kwargs["device_map"] = {"": distributed.local_rank()}
+    if config.method == "qlora":
+        if sharded is not None:
+            raise TrainingError(
+                f"QLoRA under {sharded} is not supported by this recipe; launch plain DDP (torchrun) for "
+                "QLoRA, or use --method lora with FSDP/DeepSpeed."
+            )
+        from napari_fracto.backends.devices import four_bit_config
+
+        kwargs["quantization_config"] = four_bit_config(dtype)
+    return kwargs
+
+
+def load_model(config: TrainConfig, device: str, sharded: str | None = None) -> tuple[Any, Any]:
+    """Base model (bf16 on GPU, 4-bit for QLoRA with the vision tower and lm_head kept) and processor.
+
+    Under FSDP/DeepSpeed build the TrainingArguments first (`sharded` comes from them)."""
     from transformers import AutoModelForImageTextToText
 
     from napari_fracto.backends.qwen_processor import load_processor, set_image_token_budget
 
-    kwargs: dict[str, Any] = {}
-    if device == "cuda":
-        kwargs["dtype"] = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
-    else:
-        kwargs["dtype"] = torch.float32
-    if config.method == "qlora":
-        from transformers import BitsAndBytesConfig
-
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=kwargs["dtype"],
-            # Anchored at the start of module names in transformers 5.x: "visual" alone no longer matches.
-            llm_int8_skip_modules=["model.visual", "lm_head"],
-        )
+    kwargs = load_kwargs(config, device, compute_dtype(device), sharded)
     try:
         model = AutoModelForImageTextToText.from_pretrained(config.base_model, **kwargs)
         processor = load_processor(config.base_model)
@@ -271,7 +293,7 @@ def training_arguments(config: TrainConfig, run: RunFolder, device: str, has_eva
     if device == "cuda":
         import torch
 
-        bf16 = torch.cuda.is_bf16_supported()
+        bf16 = compute_dtype(device) == torch.bfloat16
         fp16 = not bf16
     return TrainingArguments(
         output_dir=str(run.checkpoints),
@@ -305,18 +327,28 @@ def training_arguments(config: TrainConfig, run: RunFolder, device: str, has_eva
 
 
 def _resolve_preset(config: TrainConfig, emit: Emit, device: str) -> TrainConfig:
-    """Apply the preset ('auto' picks by free GPU memory) and print the memory table before training."""
-    free = free_gpu_memory_gb() if device == "cuda" else None
-    preset_name = config.preset
-    if preset_name == "auto":
-        preset_name = choose_preset(free).name
-    if preset_name and preset_name != "auto":
-        from napari_fracto.training.config import PRESETS
+    """Apply the preset ('auto' picks by free GPU memory) and print the memory table before training.
 
-        config = config.with_preset(PRESETS[preset_name])
+    Decided once on rank 0 (from the smallest free memory over all ranks' own GPUs) and broadcast. A base
+    model the user gave (a local folder above all) is kept: 'auto' then picks among that size's presets.
+    """
+    free = distributed.gather_min(free_gpu_memory_gb(distributed.local_rank()) if device == "cuda" else None)
+    note = ""
+    if is_main_process():
+        keep_model = "base_model" in config.model_fields_set
+        size = model_size(config.base_model) if keep_model else None
+        name = config.preset
+        if name == "auto":
+            if keep_model and size is None:
+                name, note = None, f"preset auto: the size of {config.base_model} is unknown; settings kept"
+            else:
+                name = choose_preset(free, size=size).name
+        if name and name != "auto":
+            config = config.with_preset(PRESETS[name], keep_model=keep_model)
+    config = distributed.broadcast(config)
     table = memory_table(free, config.preset)
     if is_main_process():
-        print(table, file=sys.stderr, flush=True)
+        print(table + (f"\n{note}" if note else ""), file=sys.stderr, flush=True)
     emit({"event": "memory", "free_gb": free, "preset": config.preset, "table": table})
     return config
 
@@ -336,9 +368,10 @@ def run_training(
     from napari_fracto.training.collate import VLMCollator
 
     device = check_device(config.device, config.method)
+    distributed.init(device)
     if resume_dir is None:
         config = _resolve_preset(config, emit, device)
-    ds = Dataset.open(config.dataset)
+    ds = distributed.main_first(lambda: Dataset.open(config.dataset))  # rank 0 migrates an old schema
     try:
         task = data_mod.resolve_task(ds, config.task)
         fingerprint = data_mod.dataset_fingerprint(ds, task)
@@ -355,19 +388,26 @@ def run_training(
                 raise TrainingError(f"{run.root} holds no checkpoint to resume from; start a new run")
         else:
             name = config.name or f"{Path(config.base_model).name}-{task}"
-            root = Path(config.output_dir).expanduser() if config.output_dir else new_run_dir(name)
-            if root.is_dir() and any(root.iterdir()):
-                raise TrainingError(f"{root} is not empty; choose a new output folder or --resume it")
-            run = RunFolder(root).create()
+
+            def create_run_folder() -> str:  # rank 0 only; the others get its path
+                root = Path(config.output_dir).expanduser() if config.output_dir else new_run_dir(name)
+                if root.is_dir() and any(root.iterdir()):
+                    raise TrainingError(f"{root} is not empty; choose a new output folder or --resume it")
+                return str(RunFolder(root).create().root)
+
+            root = distributed.main_first(create_run_folder, others=False)
+            run = RunFolder(Path(distributed.broadcast(root)))
             config = config.model_copy(update={"task": task, "output_dir": str(run.root)})
             checkpoint = None
-        if run.stop_file.exists():
-            run.stop_file.unlink()
         stop = stop or StopRequest(run.stop_file)
         stop.stop_file = run.stop_file
         set_seed(config.seed)
 
-        if is_main_process() and resume_dir is None:
+        def write_run_files() -> None:  # rank 0 only, before any rank reads them
+            if run.stop_file.exists():
+                run.stop_file.unlink()
+            if resume_dir is not None:
+                return
             from napari_fracto.prompts import PROMPT_VERSION
             from napari_fracto.vocabulary import load_vocabulary
 
@@ -382,23 +422,32 @@ def run_training(
                     **library_versions(),
                 },
             )
+
+        distributed.main_first(write_run_files, others=False)
         cache = run.root / "cache"
-        train_examples = data_mod.build_examples(
-            ds, task, "train", rotate=config.rotate, oversample=config.oversample,
-            max_repeat=config.max_repeat, cache_dir=cache, max_image_tokens=config.max_image_tokens,
-        )  # fmt: skip
-        try:
-            val_examples = data_mod.build_examples(
-                ds, task, "val", cache_dir=cache, max_image_tokens=config.max_image_tokens
-            )
-        except data_mod.TrainingDataError:
-            val_examples = []
+
+        def examples() -> tuple[list[Any], list[Any]]:  # rank 0 fills the cache, the others reuse it
+            train_examples = data_mod.build_examples(
+                ds, task, "train", rotate=config.rotate, oversample=config.oversample,
+                max_repeat=config.max_repeat, cache_dir=cache, max_image_tokens=config.max_image_tokens,
+            )  # fmt: skip
+            try:
+                val_examples = data_mod.build_examples(
+                    ds, task, "val", cache_dir=cache, max_image_tokens=config.max_image_tokens
+                )
+            except data_mod.TrainingDataError:
+                val_examples = []
+            return train_examples, val_examples
+
+        train_examples, val_examples = distributed.main_first(examples)
         asked = [ex.request for ex in train_examples]
         budget = max(r.max_image_tokens for r in asked)  # the processor never shrinks what was asked
         emit({"event": "data", "train_examples": len(train_examples), "val_examples": len(val_examples),
               "run_dir": str(run.root), "task": task})  # fmt: skip
 
-        model, processor = load_model(config, device)
+        # The arguments first: under DeepSpeed ZeRO-3 / FSDP they set up the sharded loading.
+        args = training_arguments(config, run, device, bool(val_examples))
+        model, processor = load_model(config, device, distributed.sharding(args))
         from napari_fracto.backends.qwen_processor import set_image_token_budget
 
         set_image_token_budget(processor, budget)
@@ -408,7 +457,7 @@ def run_training(
         callback = _progress_callback(emit, run, stop)
         trainer = Trainer(
             model=model,
-            args=training_arguments(config, run, device, bool(val_examples)),
+            args=args,
             train_dataset=data_mod.ExampleImages(ds, train_examples, config.complex_part),
             eval_dataset=data_mod.ExampleImages(ds, val_examples, config.complex_part)
             if val_examples
@@ -417,7 +466,8 @@ def run_training(
             callbacks=[callback],
         )
         trainer.remove_callback(PrinterCallback)  # stdout carries JSON lines only
-        run.set_status("running", pid=os.getpid())
+        if is_main_process():
+            run.set_status("running", pid=os.getpid())
         stop.install()
         try:
             trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
@@ -426,14 +476,15 @@ def run_training(
         step = trainer.state.global_step
         if callback.stopped_at is not None and step < trainer.state.max_steps:
             saved = run.last_checkpoint()
-            run.set_status("stopped", step=step, checkpoint=str(saved) if saved else None)
+            if is_main_process():
+                run.set_status("stopped", step=step, checkpoint=str(saved) if saved else None)
             emit({"event": "stopped", "step": step, "checkpoint": str(saved) if saved else None,
                   "resume": f"napari-fracto train --resume {run.root}"})  # fmt: skip
             return TrainOutcome(run.root, "stopped", step)
 
+        trainer.save_model(str(run.adapter))  # every rank: FSDP/DeepSpeed gather the shards; rank 0 writes
         if not is_main_process():
             return TrainOutcome(run.root, "finished", step)
-        trainer.model.save_pretrained(str(run.adapter), safe_serialization=True)
         emit({"event": "saved", "adapter": str(run.adapter), "step": step})
         del trainer, model
         gc.collect()
@@ -477,7 +528,7 @@ def _finish(
         evaluation = evaluate_adapter(
             ds, task, base_model=config.base_model, adapter=run.adapter, out_dir=run.eval_dir, device=device,
             max_image_tokens=request_settings["max_image_tokens"], max_new_tokens=config.eval_max_new_tokens,
-            progress=progress,
+            quantization=quantization_for(config.method), progress=progress,
         )  # fmt: skip
     run.write_json("evaluation.json", evaluation)
     emit({"event": "evaluation", **evaluation})

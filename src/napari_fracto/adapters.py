@@ -23,7 +23,7 @@ class AdapterChoice:
 
 
 def choose_adapter(settings: BackendSettings, *, keep_budget: bool = False) -> AdapterChoice:
-    """`settings` with its adapter resolved to a folder and the adapter's image budget applied.
+    """`settings` with its adapter resolved to a folder, its image budget and its base's loading applied.
 
     `keep_budget`: the user chose the budget explicitly (a flag, a comparison key), so it stays. A server
     backend's adapter is a served LoRA name and passes through unchanged. Raises `RegistryError` for a
@@ -39,6 +39,8 @@ def choose_adapter(settings: BackendSettings, *, keep_budget: bool = False) -> A
     budget = request_settings.get("max_image_tokens")
     if budget and not keep_budget:
         update["max_image_tokens"] = int(budget)
+    if entry is not None and entry.quantization != "none":  # a QLoRA adapter runs on its 4-bit base
+        update["quantization"] = entry.quantization
     return AdapterChoice(
         settings.model_copy(update=update), request_settings, entry.name if entry is not None else ""
     )

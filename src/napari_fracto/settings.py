@@ -37,6 +37,8 @@ class BackendSettings(BaseModel):
     timeout_s: float = Field(120.0, gt=0)
     api_key_env: str = "OPENAI_API_KEY"
     trust_remote_code: bool = False
+    # "4bit": load the local model in NF4 (bitsandbytes, CUDA only), as a QLoRA adapter was trained.
+    quantization: Literal["none", "4bit"] = "none"
 
 
 def settings_path() -> Path:

@@ -30,8 +30,10 @@ class TransformersBackend:
 
     `model` is a Hub id or a local model directory; `adapter` a PEFT LoRA directory trained on that model.
     `max_image_tokens` caps the vision tokens per image (one token per 32x32 pixels for Qwen3-VL); larger
-    images are downscaled. `local_files_only=None` follows HF_HUB_OFFLINE. `request.json_schema` is not
-    enforced here (no constrained decoding): callers parse and validate the text.
+    images are downscaled. `quantization="4bit"` loads the base in NF4 (bitsandbytes, CUDA only), as
+    QLoRA adapters were trained; the default loads it in `dtype`. `local_files_only=None` follows
+    HF_HUB_OFFLINE. `request.json_schema` is not enforced here (no constrained decoding): callers parse
+    and validate the text.
     """
 
     name = "transformers"
@@ -46,6 +48,7 @@ class TransformersBackend:
         max_image_tokens: int = 1024,
         trust_remote_code: bool = False,
         local_files_only: bool | None = None,
+        quantization: str = "none",
     ) -> None:
         if not str(model).strip():
             raise BackendError(
@@ -61,6 +64,9 @@ class TransformersBackend:
         self.max_image_tokens = int(max_image_tokens)
         self.trust_remote_code = bool(trust_remote_code)
         self.local_files_only = local_files_only
+        if quantization not in ("none", "4bit"):
+            raise BackendError(f"Unknown quantization '{quantization}'; choose 'none' or '4bit'.")
+        self.quantization = quantization
         self._lock = threading.Lock()
         self._hf_model: Any = None
         self._processor: Any = None
@@ -110,6 +116,7 @@ class TransformersBackend:
         device = resolve_device(self.device)
         torch_dtype = resolve_dtype(self.dtype, device)
         kwargs: dict[str, Any] = {"trust_remote_code": self.trust_remote_code}
+        quantized = quantization_kwargs(self.quantization, device, torch_dtype)
         if self._offline():
             kwargs["local_files_only"] = True
         try:
@@ -117,7 +124,7 @@ class TransformersBackend:
             from transformers import AutoConfig
 
             config = AutoConfig.from_pretrained(source, **kwargs)
-            model = _load_model(source, config, device, torch_dtype, kwargs)
+            model = _load_model(source, config, device, torch_dtype, {**kwargs, **quantized})
             processor = load_processor(source, **kwargs)
         except BackendError:
             raise
@@ -338,6 +345,28 @@ def _size_hint(model: str) -> str:
         return "size unknown; Qwen3-VL models are several GB"
     gigabytes = float(match.group(1)) * 2
     return f"roughly {gigabytes:.0f} GB" if gigabytes >= 1 else f"roughly {gigabytes * 1000:.0f} MB"
+
+
+def quantization_kwargs(quantization: str, device: str, torch_dtype: Any) -> dict[str, Any]:
+    """from_pretrained arguments for `quantization` ("none" or "4bit"); 4-bit needs CUDA and bitsandbytes."""
+    if quantization != "4bit":
+        return {}
+    if not device.startswith("cuda"):
+        raise BackendError(
+            f"4-bit loading (quantization='4bit', for QLoRA adapters) needs a CUDA GPU; the device is "
+            f"'{device}'. Use a CUDA machine, or set quantization to 'none' to load the base unquantised "
+            "(needs about four times the memory)."
+        )
+    import importlib.util
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise BackendError(
+            "4-bit loading needs the bitsandbytes package: pip install bitsandbytes (or set quantization "
+            "to 'none')."
+        )
+    from napari_fracto.backends.devices import four_bit_config
+
+    return {"quantization_config": four_bit_config(torch_dtype)}
 
 
 def _load_model(source: str, config: Any, device: str, torch_dtype: Any, kwargs: dict[str, Any]) -> Any:
