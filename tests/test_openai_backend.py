@@ -90,13 +90,15 @@ def test_local_server_gets_a_dummy_key_and_an_explicit_key_is_sent():
     assert second.authorization == "Bearer sk-local"
 
 
-def test_base_url_and_key_come_from_the_environment(monkeypatch):
-    with FakeOpenAIServer(require_key="sk-env") as server:
+def test_base_url_comes_from_the_environment_and_openai_key_only_when_named(monkeypatch):
+    with FakeOpenAIServer() as server:
         monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
         monkeypatch.setenv("OPENAI_API_KEY", "sk-env")
-        reply = OpenAIBackend("fake-model").generate(make_request())
-    assert reply.text
-    assert server.chat_requests()[0].authorization == "Bearer sk-env"
+        OpenAIBackend("fake-model").generate(make_request())
+        OpenAIBackend("fake-model", api_key_env="OPENAI_API_KEY").generate(make_request())
+    unnamed, named = server.chat_requests()
+    assert unnamed.authorization == "Bearer not-needed"  # OPENAI_API_KEY belongs to api.openai.com
+    assert named.authorization == "Bearer sk-env"
 
 
 def test_remote_endpoint_without_key_says_which_variable_to_set(monkeypatch):
@@ -289,7 +291,7 @@ def test_rejected_key_message_is_actionable_and_never_shows_the_key(status, capl
     assert SECRET in json.dumps([r.authorization for r in server.chat_requests()])  # it was sent ...
     message = str(info.value)
     assert "API key was rejected" in message
-    assert "OPENAI_API_KEY" in message
+    assert "--api-key-env" in message
     shown = [
         message,
         repr(info.value),
@@ -318,16 +320,34 @@ def test_key_absent_from_successful_reply_and_logs(caplog):
         "http://localhost:8000/v1",
         "http://127.0.0.1:8000/v1",
         "http://[::1]:8000/v1",
-        "http://192.168.1.20:8000/v1",
-        "http://10.0.0.5/v1",
-        "http://172.16.3.4/v1",
-        "http://gpu-node-3:8000/v1",
-        "http://workstation.local:8000/v1",
+        "http://127.1:8000/v1",
+        "http://2130706433/v1",
+        "http://[::ffff:127.0.0.1]/v1",
     ],
 )
-def test_loopback_private_and_lan_hosts_are_local(url):
+def test_loopback_hosts_in_any_form_are_local(url):
     assert not is_remote(url)
     assert remote_warning(url) is None
+
+
+@pytest.mark.parametrize(
+    ("url", "host"),
+    [
+        ("http://192.168.1.20:8000/v1", "192.168.1.20"),
+        ("http://10.0.0.5/v1", "10.0.0.5"),
+        ("http://gpu-node-3:8000/v1", "gpu-node-3"),
+        ("http://workstation.local:8000/v1", "workstation.local"),
+    ],
+)
+def test_lan_hosts_need_the_users_yes_once(url, host):
+    from napari_fracto.remote_hosts import CONSENT
+
+    assert host in remote_warning(url)
+    CONSENT.confirm(url)
+    try:
+        assert remote_warning(url) is None
+    finally:
+        CONSENT.forget()
 
 
 @pytest.mark.parametrize(

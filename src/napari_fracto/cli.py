@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from napari_fracto import __version__
+from napari_fracto.errors import UserError
 from napari_fracto.findings import AnalysisContext
 from napari_fracto.settings import BackendSettings, load_settings
 
@@ -62,18 +63,22 @@ def confirm_remote(settings: BackendSettings, allow_remote: bool) -> bool:
     """Unpublished images leave the machine only when the user says so (a flag, or a yes at the prompt)."""
     if settings.kind != "openai":
         return True
-    from napari_fracto.backends.openai_backend import remote_warning
+    from napari_fracto.remote_hosts import CONSENT
 
-    warning = remote_warning(settings.base_url or None)
-    if warning is None or allow_remote:
-        if warning:
-            print(f"note: {warning}", file=sys.stderr)
+    warning = CONSENT.warning(settings.base_url or None)
+    if warning is None:
         return True
-    print(warning, file=sys.stderr)
-    if not sys.stdin.isatty():
-        print("Refusing without --allow-remote (no terminal to ask).", file=sys.stderr)
-        return False
-    return input("Send the images? [y/N] ").strip().lower() in {"y", "yes"}
+    if allow_remote:
+        print(f"note: {warning}", file=sys.stderr)
+    else:
+        print(warning, file=sys.stderr)
+        if not sys.stdin.isatty():
+            print("Refusing without --allow-remote (no terminal to ask).", file=sys.stderr)
+            return False
+        if input("Send the images? [y/N] ").strip().lower() not in {"y", "yes"}:
+            return False
+    CONSENT.confirm(settings.base_url or None)
+    return True
 
 
 def _add_analyze_parser(subparsers) -> None:
@@ -311,6 +316,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except (
+        UserError
+    ) as exc:  # says what happened and what to do; anything else is a bug and shows its traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -9,23 +9,22 @@ from __future__ import annotations
 import base64
 import email.utils
 import io
-import ipaddress
 import logging
-import os
 import threading
 import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from napari_fracto import remote_hosts
 from napari_fracto.backends.base import BackendError, CancelledError, VLMReply, VLMRequest
+from napari_fracto.remote_hosts import GEMINI_HOST, OPENAI_DEFAULT_URL, endpoint_url
 
 if TYPE_CHECKING:
     from PIL.Image import Image
 
 log = logging.getLogger(__name__)
 
-OPENAI_DEFAULT_URL = "https://api.openai.com/v1"
-GEMINI_HOST = "generativelanguage.googleapis.com"
+__all__ = ["GEMINI_HOST", "OPENAI_DEFAULT_URL", "OpenAIBackend", "is_remote", "remote_warning"]
 # Local servers (vLLM, transformers serve) accept any key, but the client refuses to send none.
 DUMMY_KEY = "not-needed"
 # A server asking us to wait longer than this is out of quota, not briefly busy: give up and say so.
@@ -33,7 +32,6 @@ MAX_RETRY_AFTER_S = 60.0
 # How servers phrase "no such model" in a 400 rather than a 404 (`transformers serve` says "Server is
 # pinned to 'X'; requested 'Y'").
 _MODEL_MISSING_HINTS = ("not found", "does not exist", "not served", "unknown", "invalid model", "not loaded")
-_LOCAL_SUFFIXES = (".localhost", ".local", ".internal", ".lan", ".home.arpa")
 
 # Endpoints ((base_url, model) pairs) that rejected a request parameter; shared by every backend
 # instance so a widget that re-creates its backend does not pay the failed request again.
@@ -41,36 +39,14 @@ _REJECTED: dict[tuple[str, str], set[str]] = {}
 _REJECTED_LOCK = threading.Lock()
 
 
-def _host(base_url: str | None) -> str:
-    return (urlsplit(base_url or OPENAI_DEFAULT_URL).hostname or "").lower()
-
-
 def is_remote(base_url: str | None) -> bool:
-    """True when images sent to `base_url` leave this computer and its local network.
-
-    Loopback, private, link-local addresses and single-label or `.local`-style host names are local;
-    every other host (and the default OpenAI URL) is remote. No DNS look-up, so it is instant offline.
-    """
-    host = _host(base_url)
-    if not host:
-        return True
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return not (host == "localhost" or "." not in host or host.endswith(_LOCAL_SUFFIXES))
-    return not (address.is_loopback or address.is_private or address.is_link_local)
+    """True unless the endpoint is loopback or a host confirmed in this session (see remote_hosts)."""
+    return not remote_hosts.is_local_host(base_url, remote_hosts.CONSENT.confirmed())
 
 
 def remote_warning(base_url: str | None) -> str | None:
-    """Text to show before sending images to a non-local host; None when the server is local."""
-    if not is_remote(base_url):
-        return None
-    return (
-        f"Images will be sent to {_host(base_url) or base_url}, a server outside this computer and its "
-        "local network. Do not send unpublished or confidential images unless you are allowed to share "
-        "them with that provider; use a local server (vLLM, `transformers serve`) or the local "
-        "transformers backend to keep them here."
-    )
+    """The consent question for `base_url` naming its real host; None when local or already confirmed."""
+    return remote_hosts.CONSENT.warning(base_url)
 
 
 def image_data_url(image: Image) -> str:
@@ -149,6 +125,7 @@ class OpenAIBackend:
         *,
         base_url: str | None = None,
         api_key: str | None = None,
+        api_key_env: str = "",
         timeout: float = 120.0,
         max_retries: int = 3,
         adapter: str | None = None,
@@ -163,7 +140,7 @@ class OpenAIBackend:
             raise BackendError(f"max_retries must be 0 or more, got {max_retries}")
         self.model = str(model).strip()
         self.adapter = adapter
-        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_DEFAULT_URL).rstrip("/")
+        self.base_url = endpoint_url(base_url)
         parts = urlsplit(self.base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise BackendError(
@@ -173,15 +150,14 @@ class OpenAIBackend:
         self.max_retries = int(max_retries)
         self.use_json_schema = use_json_schema
         self.retry_backoff = float(retry_backoff)
-        self._key_env = "GEMINI_API_KEY" if _host(self.base_url) == GEMINI_HOST else "OPENAI_API_KEY"
-        key = api_key or os.environ.get(self._key_env) or os.environ.get("OPENAI_API_KEY")
-        if not key:
-            if is_remote(self.base_url):
-                raise BackendError(
-                    f"no API key for {_host(self.base_url)}: set {self._key_env} in the environment "
-                    "or enter the key in the backend settings"
-                )
-            key = DUMMY_KEY
+        # The key belongs to this endpoint only (remote_hosts): never another provider's variable.
+        self._key_env = (
+            remote_hosts.key_variable(self.base_url, api_key_env) or "the variable named by --api-key-env"
+        )
+        try:
+            key = remote_hosts.require_key(self.base_url, api_key_env, api_key) or DUMMY_KEY
+        except remote_hosts.RemoteHostError as exc:
+            raise BackendError(str(exc)) from None
         self._secret = key
         import openai
 
