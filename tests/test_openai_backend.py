@@ -365,3 +365,81 @@ def test_public_hosts_are_remote_and_the_warning_names_them(url, host):
     warning = remote_warning(url)
     assert host in warning
     assert "unpublished" in warning
+
+
+# ---------------------------------------------------------------- hostile servers and reasoning models
+
+
+def test_a_server_trickling_its_body_is_cut_at_the_whole_request_deadline():
+    with FakeOpenAIServer(answer=ANSWER, trickle_s=0.05) as server:  # the body would take ~15 s
+        backend = backend_for(server, timeout=1.0, max_retries=0)
+        start = time.monotonic()
+        with pytest.raises(BackendError, match=r"no complete answer .* within 1 s"):
+            backend.generate(make_request())
+        assert time.monotonic() - start < 4
+
+
+def test_an_oversize_body_is_refused_not_stored():
+    with (
+        FakeOpenAIServer(answer=ANSWER, pad_answer_to=9 * 2**20) as server,
+        pytest.raises(BackendError, match="larger than 8 MB"),
+    ):
+        backend_for(server).generate(make_request())
+
+
+def test_a_long_answer_is_kept_only_up_to_the_cap():
+    from napari_fracto.backends.openai_backend import MAX_ANSWER_CHARS
+
+    with FakeOpenAIServer(answer=ANSWER, pad_answer_to=MAX_ANSWER_CHARS + 5000) as server:
+        reply = backend_for(server).generate(make_request())
+    assert len(reply.text) == MAX_ANSWER_CHARS
+    assert reply.text.startswith(ANSWER)
+    assert reply.extra["truncated_from_chars"] == MAX_ANSWER_CHARS + 5000
+
+
+def test_a_200_that_is_not_json_says_so_and_what_to_check():
+    with (
+        FakeOpenAIServer(raw_body=b'{"choices": [{"message": oops}]}') as server,
+        pytest.raises(BackendError) as info,
+    ):
+        backend_for(server).generate(make_request())
+    message = str(info.value)
+    assert "answered HTTP 200 with a body that is not JSON" in message
+    assert "/v1 endpoint" in message
+
+
+def test_reasoning_model_rejecting_temperature_is_retried_without_it_and_remembered():
+    with FakeOpenAIServer(answer=ANSWER, models=("gpt-5-mini",), reasoning_models=("gpt-5-mini",)) as server:
+        backend = backend_for(server, model="gpt-5-mini")
+        assert backend.generate(make_request()).text == ANSWER
+        assert backend_for(server, model="gpt-5-mini").generate(make_request()).text == ANSWER
+    first, retried, later = server.chat_requests()
+    assert first.body["temperature"] == 0
+    assert "temperature" not in retried.body
+    assert "temperature" not in later.body  # remembered: no failed request the second time
+    assert first.body["reasoning_effort"] == "low"
+
+
+def test_empty_answer_cut_by_the_token_limit_says_to_raise_it():
+    with (
+        FakeOpenAIServer(answer="", finish_length=True) as server,
+        pytest.raises(BackendError, match=r"cut off by the token limit \(max_new_tokens=77\); raise it"),
+    ):
+        backend_for(server).generate(make_request())
+
+
+def test_cut_answer_with_text_is_returned_and_flagged():
+    with FakeOpenAIServer(answer='{"labels": [{"label": "dimples"}, {"lab', finish_length=True) as server:
+        reply = backend_for(server).generate(make_request())
+    assert reply.text.startswith('{"labels"')
+    assert "max_new_tokens=77" in reply.extra["cut_off"]
+
+
+def test_gemini_style_schema_rejection_falls_back_to_no_schema():
+    with FakeOpenAIServer(answer=ANSWER, reject_schema_like_gemini=True) as server:
+        reply = backend_for(server).generate(make_request())
+    with_schema, without = server.chat_requests()
+    assert "response_format" in with_schema.body
+    assert "response_format" not in without.body
+    assert reply.text == ANSWER
+    assert reply.extra["json_schema_sent"] is False

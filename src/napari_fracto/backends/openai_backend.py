@@ -9,7 +9,9 @@ from __future__ import annotations
 import base64
 import email.utils
 import io
+import json
 import logging
+import re
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -32,6 +34,19 @@ MAX_RETRY_AFTER_S = 60.0
 # How servers phrase "no such model" in a 400 rather than a 404 (`transformers serve` says "Server is
 # pinned to 'X'; requested 'Y'").
 _MODEL_MISSING_HINTS = ("not found", "does not exist", "not served", "unknown", "invalid model", "not loaded")
+
+# A chat answer is a few kB; a body larger than this is a broken or hostile server, not an answer.
+MAX_RESPONSE_BYTES = 8 * 1024 * 1024
+# Characters of answer text kept (the parser reads 100,000; the rest would only bloat JSONL records).
+MAX_ANSWER_CHARS = 200_000
+# Models that think before answering: they refuse temperature 0 (OpenAI) and accept a reasoning effort.
+_REASONING_MODEL = re.compile(r"^(?:o\d|gpt-5|gemini-(?:2\.5|[3-9]))", re.IGNORECASE)
+# Optional parameters a server may reject, and words its 400 message uses for each.
+_DROPPABLE = {
+    "response_format": ("response_format", "json_schema", "response_schema"),  # Gemini names response_schema
+    "temperature": ("temperature",),
+    "reasoning_effort": ("reasoning_effort", "reasoning effort"),
+}
 
 # Endpoints ((base_url, model) pairs) that rejected a request parameter; shared by every backend
 # instance so a widget that re-creates its backend does not pay the failed request again.
@@ -208,11 +223,11 @@ class OpenAIBackend:
 
     def _params(self, request: VLMRequest, messages: list[dict[str, Any]]) -> dict[str, Any]:
         rejected = self._rejected()
-        params: dict[str, Any] = {
-            "model": self.served_model,
-            "messages": messages,
-            "temperature": request.temperature,
-        }
+        params: dict[str, Any] = {"model": self.served_model, "messages": messages}
+        if "temperature" not in rejected:
+            params["temperature"] = request.temperature
+        if _REASONING_MODEL.match(self.served_model) and "reasoning_effort" not in rejected:
+            params["reasoning_effort"] = "low"  # the token limit includes thinking: keep it short
         tokens_key = "max_completion_tokens" if "max_tokens" in rejected else "max_tokens"
         params[tokens_key] = request.max_new_tokens
         if self.use_json_schema and request.json_schema and "response_format" not in rejected:
@@ -243,7 +258,7 @@ class OpenAIBackend:
                     raise CancelledError("cancelled while waiting to retry") from None
                 if request.cancel is None:
                     time.sleep(wait)
-        reply = self._reply(completion, time.perf_counter() - start, attempt)
+        reply = self._reply(completion, time.perf_counter() - start, attempt, request)
         reply.extra["json_schema_sent"] = bool(
             self.use_json_schema and request.json_schema and "response_format" not in self._rejected()
         )
@@ -260,16 +275,24 @@ class OpenAIBackend:
         hold server-echoed secrets) is chained to it."""
         import openai
 
-        for _ in range(3):  # at most: as is, without response_format, with max_completion_tokens
+        for _ in range(len(_DROPPABLE) + 2):  # as is, then without each rejected optional parameter
             params = self._params(request, messages)
             problem: BackendError | _Retry | None = None
             try:
-                return self._client.chat.completions.create(**params)
+                return self._create(params)
             except (openai.BadRequestError, openai.UnprocessableEntityError) as exc:
                 text = self._server_message(exc)
                 lowered = text.lower()
-                if "response_format" in params and ("response_format" in lowered or "json_schema" in lowered):
-                    self._reject("response_format")
+                dropped = next(
+                    (
+                        name
+                        for name, words in _DROPPABLE.items()
+                        if name in params and any(w in lowered for w in words)
+                    ),
+                    None,
+                )
+                if dropped is not None:
+                    self._reject(dropped)
                     continue
                 if "max_tokens" in params and "max_completion_tokens" in lowered:
                     self._reject("max_tokens")
@@ -297,6 +320,44 @@ class OpenAIBackend:
                 )
             raise problem
         raise BackendError(f"{self.base_url} rejected the request's parameters repeatedly")
+
+    def _create(self, params: dict[str, Any]) -> Any:
+        """One HTTP request under a deadline for the whole of it (a server trickling its body cannot hold
+        it past `timeout`) and a cap on the body's size; the body is decoded here so a 200 that is not
+        JSON gets a message saying so. Status errors are raised by the client as usual."""
+        from openai.types.chat import ChatCompletion
+
+        deadline = time.monotonic() + self.timeout
+        chunks: list[bytes] = []
+        size = 0
+        with self._client.chat.completions.with_streaming_response.create(**params) as response:
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if size > MAX_RESPONSE_BYTES:
+                    raise BackendError(
+                        f"{self.base_url} sent an answer larger than {MAX_RESPONSE_BYTES // 2**20} MB; a "
+                        "chat answer is a few kB: check the base URL and lower max_new_tokens"
+                    )
+                if time.monotonic() > deadline:
+                    raise _Retry(
+                        f"no complete answer from {self.base_url} within {self.timeout:g} s (it was still "
+                        f"sending, {size} bytes so far); raise the timeout if the server is just slow"
+                    )
+                chunks.append(chunk)
+        body = b"".join(chunks)
+        try:
+            data = json.loads(body)
+        except ValueError as exc:
+            raise BackendError(
+                f"{self.base_url} answered HTTP 200 with a body that is not JSON ({exc}; it starts "
+                f"{self._redact(body[:60].decode('utf-8', 'replace'))!r}): is the base URL the server's "
+                "OpenAI-compatible /v1 endpoint?"
+            ) from None
+        if not isinstance(data, dict):
+            raise BackendError(
+                f"{self.base_url} answered with a JSON {type(data).__name__}, not a chat completion"
+            )
+        return ChatCompletion.construct(**data)
 
     def _bad_request(self, status: int, text: str) -> BackendError:
         lowered = text.lower()
@@ -340,7 +401,7 @@ class OpenAIBackend:
             log.debug("could not list models at %s: %s", self.base_url, type(exc).__name__)
             return []
 
-    def _reply(self, completion: Any, seconds: float, retries: int) -> VLMReply:
+    def _reply(self, completion: Any, seconds: float, retries: int, request: VLMRequest) -> VLMReply:
         choices = getattr(completion, "choices", None) or []
         if not choices:
             raise BackendError(f"{self.base_url} answered without any choices: is it a chat endpoint?")
@@ -354,8 +415,20 @@ class OpenAIBackend:
         }
         if getattr(message, "refusal", None):
             extra["refusal"] = self._redact(str(message.refusal))
+        text = message.content if isinstance(message.content, str) else ""
+        if choice.finish_reason == "length":
+            cut = (
+                f"the answer was cut off by the token limit (max_new_tokens={request.max_new_tokens}); raise "
+                "it (reasoning models spend part of it thinking)"
+            )
+            if not text.strip():
+                raise BackendError(f"{self.base_url}: {cut.replace('the answer was', 'no answer:')}")
+            extra["cut_off"] = cut
+        if len(text) > MAX_ANSWER_CHARS:
+            extra["truncated_from_chars"] = len(text)
+            text = text[:MAX_ANSWER_CHARS]
         return VLMReply(
-            text=message.content or "",
+            text=text,
             seconds=seconds,
             prompt_tokens=getattr(usage, "prompt_tokens", None),
             completion_tokens=getattr(usage, "completion_tokens", None),
