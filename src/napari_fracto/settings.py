@@ -41,6 +41,8 @@ class BackendSettings(BaseModel):
     # only (OPENAI_API_KEY for api.openai.com, GEMINI_API_KEY for Gemini); see remote_hosts.
     api_key_env: str = ""
     trust_remote_code: bool = False
+    # Local backend: decode under the answer's JSON schema (needs the `constrained` extra, xgrammar).
+    constrained_decoding: bool = True
 
 
 def settings_path() -> Path:

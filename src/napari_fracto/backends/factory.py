@@ -18,6 +18,7 @@ def make_backend(settings: BackendSettings, api_key: str | None = None) -> Backe
             dtype=settings.dtype,
             max_image_tokens=settings.max_image_tokens,
             trust_remote_code=settings.trust_remote_code,
+            constrained=settings.constrained_decoding,
         )
     from napari_fracto.backends.openai_backend import OpenAIBackend
 
