@@ -443,3 +443,15 @@ def test_gemini_style_schema_rejection_falls_back_to_no_schema():
     assert "response_format" not in without.body
     assert reply.text == ANSWER
     assert reply.extra["json_schema_sent"] is False
+
+
+def test_gemini_gets_the_schema_subset_it_accepts():
+    from napari_fracto.backends.openai_backend import gemini_schema
+    from napari_fracto.prompts import response_schema
+    from napari_fracto.vocabulary import load_vocabulary
+
+    schema = response_schema(load_vocabulary("fracture"))
+    subset = gemini_schema(schema)
+    assert "additionalProperties" in json.dumps(schema)
+    assert "additionalProperties" not in json.dumps(subset)
+    assert subset["properties"]["labels"]["items"]["properties"]["label"]["enum"]  # the vocabulary stays

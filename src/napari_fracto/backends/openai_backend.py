@@ -91,6 +91,18 @@ def to_openai_messages(request: VLMRequest) -> list[dict[str, Any]]:
     return messages
 
 
+_GEMINI_UNSUPPORTED = ("additionalProperties", "$schema", "$id", "$defs", "title", "default")
+
+
+def gemini_schema(schema: Any) -> Any:
+    """The schema in the subset Gemini's OpenAI endpoint accepts (it rejects additionalProperties & co.)."""
+    if isinstance(schema, dict):
+        return {k: gemini_schema(v) for k, v in schema.items() if k not in _GEMINI_UNSUPPORTED}
+    if isinstance(schema, list):
+        return [gemini_schema(v) for v in schema]
+    return schema
+
+
 def _response_format(schema: dict[str, Any]) -> dict[str, Any]:
     """Wrap a bare JSON schema as OpenAI's `json_schema` response format (already wrapped ones pass)."""
     if "schema" in schema and "name" in schema:
@@ -231,7 +243,10 @@ class OpenAIBackend:
         tokens_key = "max_completion_tokens" if "max_tokens" in rejected else "max_tokens"
         params[tokens_key] = request.max_new_tokens
         if self.use_json_schema and request.json_schema and "response_format" not in rejected:
-            params["response_format"] = _response_format(request.json_schema)
+            schema = request.json_schema
+            if urlsplit(self.base_url).hostname == GEMINI_HOST:
+                schema = gemini_schema(schema)
+            params["response_format"] = _response_format(schema)
         return params
 
     # -- the request -------------------------------------------------------------------------------------
