@@ -90,13 +90,15 @@ def test_local_server_gets_a_dummy_key_and_an_explicit_key_is_sent():
     assert second.authorization == "Bearer sk-local"
 
 
-def test_base_url_and_key_come_from_the_environment(monkeypatch):
-    with FakeOpenAIServer(require_key="sk-env") as server:
+def test_base_url_comes_from_the_environment_and_openai_key_only_when_named(monkeypatch):
+    with FakeOpenAIServer() as server:
         monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
         monkeypatch.setenv("OPENAI_API_KEY", "sk-env")
-        reply = OpenAIBackend("fake-model").generate(make_request())
-    assert reply.text
-    assert server.chat_requests()[0].authorization == "Bearer sk-env"
+        OpenAIBackend("fake-model").generate(make_request())
+        OpenAIBackend("fake-model", api_key_env="OPENAI_API_KEY").generate(make_request())
+    unnamed, named = server.chat_requests()
+    assert unnamed.authorization == "Bearer not-needed"  # OPENAI_API_KEY belongs to api.openai.com
+    assert named.authorization == "Bearer sk-env"
 
 
 def test_remote_endpoint_without_key_says_which_variable_to_set(monkeypatch):
@@ -289,7 +291,7 @@ def test_rejected_key_message_is_actionable_and_never_shows_the_key(status, capl
     assert SECRET in json.dumps([r.authorization for r in server.chat_requests()])  # it was sent ...
     message = str(info.value)
     assert "API key was rejected" in message
-    assert "OPENAI_API_KEY" in message
+    assert "--api-key-env" in message
     shown = [
         message,
         repr(info.value),
@@ -318,16 +320,34 @@ def test_key_absent_from_successful_reply_and_logs(caplog):
         "http://localhost:8000/v1",
         "http://127.0.0.1:8000/v1",
         "http://[::1]:8000/v1",
-        "http://192.168.1.20:8000/v1",
-        "http://10.0.0.5/v1",
-        "http://172.16.3.4/v1",
-        "http://gpu-node-3:8000/v1",
-        "http://workstation.local:8000/v1",
+        "http://127.1:8000/v1",
+        "http://2130706433/v1",
+        "http://[::ffff:127.0.0.1]/v1",
     ],
 )
-def test_loopback_private_and_lan_hosts_are_local(url):
+def test_loopback_hosts_in_any_form_are_local(url):
     assert not is_remote(url)
     assert remote_warning(url) is None
+
+
+@pytest.mark.parametrize(
+    ("url", "host"),
+    [
+        ("http://192.168.1.20:8000/v1", "192.168.1.20"),
+        ("http://10.0.0.5/v1", "10.0.0.5"),
+        ("http://gpu-node-3:8000/v1", "gpu-node-3"),
+        ("http://workstation.local:8000/v1", "workstation.local"),
+    ],
+)
+def test_lan_hosts_need_the_users_yes_once(url, host):
+    from napari_fracto.remote_hosts import CONSENT
+
+    assert host in remote_warning(url)
+    CONSENT.confirm(url)
+    try:
+        assert remote_warning(url) is None
+    finally:
+        CONSENT.forget()
 
 
 @pytest.mark.parametrize(
@@ -345,3 +365,93 @@ def test_public_hosts_are_remote_and_the_warning_names_them(url, host):
     warning = remote_warning(url)
     assert host in warning
     assert "unpublished" in warning
+
+
+# ---------------------------------------------------------------- hostile servers and reasoning models
+
+
+def test_a_server_trickling_its_body_is_cut_at_the_whole_request_deadline():
+    with FakeOpenAIServer(answer=ANSWER, trickle_s=0.05) as server:  # the body would take ~15 s
+        backend = backend_for(server, timeout=1.0, max_retries=0)
+        start = time.monotonic()
+        with pytest.raises(BackendError, match=r"no complete answer .* within 1 s"):
+            backend.generate(make_request())
+        assert time.monotonic() - start < 4
+
+
+def test_an_oversize_body_is_refused_not_stored():
+    with (
+        FakeOpenAIServer(answer=ANSWER, pad_answer_to=9 * 2**20) as server,
+        pytest.raises(BackendError, match="larger than 8 MB"),
+    ):
+        backend_for(server).generate(make_request())
+
+
+def test_a_long_answer_is_kept_only_up_to_the_cap():
+    from napari_fracto.backends.openai_backend import MAX_ANSWER_CHARS
+
+    with FakeOpenAIServer(answer=ANSWER, pad_answer_to=MAX_ANSWER_CHARS + 5000) as server:
+        reply = backend_for(server).generate(make_request())
+    assert len(reply.text) == MAX_ANSWER_CHARS
+    assert reply.text.startswith(ANSWER)
+    assert reply.extra["truncated_from_chars"] == MAX_ANSWER_CHARS + 5000
+
+
+def test_a_200_that_is_not_json_says_so_and_what_to_check():
+    with (
+        FakeOpenAIServer(raw_body=b'{"choices": [{"message": oops}]}') as server,
+        pytest.raises(BackendError) as info,
+    ):
+        backend_for(server).generate(make_request())
+    message = str(info.value)
+    assert "answered HTTP 200 with a body that is not JSON" in message
+    assert "/v1 endpoint" in message
+
+
+def test_reasoning_model_rejecting_temperature_is_retried_without_it_and_remembered():
+    with FakeOpenAIServer(answer=ANSWER, models=("gpt-5-mini",), reasoning_models=("gpt-5-mini",)) as server:
+        backend = backend_for(server, model="gpt-5-mini")
+        assert backend.generate(make_request()).text == ANSWER
+        assert backend_for(server, model="gpt-5-mini").generate(make_request()).text == ANSWER
+    first, retried, later = server.chat_requests()
+    assert first.body["temperature"] == 0
+    assert "temperature" not in retried.body
+    assert "temperature" not in later.body  # remembered: no failed request the second time
+    assert first.body["reasoning_effort"] == "low"
+
+
+def test_empty_answer_cut_by_the_token_limit_says_to_raise_it():
+    with (
+        FakeOpenAIServer(answer="", finish_length=True) as server,
+        pytest.raises(BackendError, match=r"cut off by the token limit \(max_new_tokens=77\); raise it"),
+    ):
+        backend_for(server).generate(make_request())
+
+
+def test_cut_answer_with_text_is_returned_and_flagged():
+    with FakeOpenAIServer(answer='{"labels": [{"label": "dimples"}, {"lab', finish_length=True) as server:
+        reply = backend_for(server).generate(make_request())
+    assert reply.text.startswith('{"labels"')
+    assert "max_new_tokens=77" in reply.extra["cut_off"]
+
+
+def test_gemini_style_schema_rejection_falls_back_to_no_schema():
+    with FakeOpenAIServer(answer=ANSWER, reject_schema_like_gemini=True) as server:
+        reply = backend_for(server).generate(make_request())
+    with_schema, without = server.chat_requests()
+    assert "response_format" in with_schema.body
+    assert "response_format" not in without.body
+    assert reply.text == ANSWER
+    assert reply.extra["json_schema_sent"] is False
+
+
+def test_gemini_gets_the_schema_subset_it_accepts():
+    from napari_fracto.backends.openai_backend import gemini_schema
+    from napari_fracto.prompts import response_schema
+    from napari_fracto.vocabulary import load_vocabulary
+
+    schema = response_schema(load_vocabulary("fracture"))
+    subset = gemini_schema(schema)
+    assert "additionalProperties" in json.dumps(schema)
+    assert "additionalProperties" not in json.dumps(subset)
+    assert subset["properties"]["labels"]["items"]["properties"]["label"]["enum"]  # the vocabulary stays

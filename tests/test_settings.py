@@ -7,7 +7,8 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from napari_fracto.backends.factory import make_backend, resolve_api_key
+from napari_fracto.backends.factory import make_backend
+from napari_fracto.remote_hosts import resolve_api_key
 from napari_fracto.settings import BackendSettings, load_settings, save_settings, settings_path
 
 
@@ -49,8 +50,15 @@ def test_unreadable_settings_fall_back_to_defaults(caplog):
 def test_key_comes_from_the_named_environment_variable(monkeypatch):
     monkeypatch.setenv("MY_VLM_KEY", "sk-env")
     settings = BackendSettings(kind="openai", model="m", api_key_env="MY_VLM_KEY")
-    assert resolve_api_key(settings) == "sk-env"
-    assert resolve_api_key(settings, "sk-typed") == "sk-typed"
+    assert resolve_api_key(settings.base_url, settings.api_key_env) == "sk-env"
+    assert resolve_api_key(settings.base_url, settings.api_key_env, "sk-typed") == "sk-typed"
+
+
+def test_the_old_default_key_variable_in_a_saved_file_is_not_taken_as_a_choice():
+    save_settings(BackendSettings(kind="openai", model="m", base_url="http://10.0.0.5:8000/v1"))
+    path = settings_path()
+    path.write_text(path.read_text().replace('"api_key_env": ""', '"api_key_env": "OPENAI_API_KEY"'))
+    assert load_settings().api_key_env == ""
 
 
 def test_factory_builds_each_kind_without_loading_anything():

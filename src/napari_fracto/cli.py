@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_fracto import __version__
+from napari_fracto.errors import UserError
 from napari_fracto.findings import AnalysisContext
 from napari_fracto.settings import BackendSettings, load_settings
 
@@ -150,18 +151,22 @@ def confirm_remote(settings: BackendSettings, allow_remote: bool) -> bool:
     """Unpublished images leave the machine only when the user says so (a flag, or a yes at the prompt)."""
     if settings.kind != "openai":
         return True
-    from napari_fracto.backends.openai_backend import remote_warning
+    from napari_fracto.remote_hosts import CONSENT
 
-    warning = remote_warning(settings.base_url or None)
-    if warning is None or allow_remote:
-        if warning:
-            print(f"note: {warning}", file=sys.stderr)
+    warning = CONSENT.warning(settings.base_url or None)
+    if warning is None:
         return True
-    print(warning, file=sys.stderr)
-    if not sys.stdin.isatty():
-        print("Refusing without --allow-remote (no terminal to ask).", file=sys.stderr)
-        return False
-    return input("Send the images? [y/N] ").strip().lower() in {"y", "yes"}
+    if allow_remote:
+        print(f"note: {warning}", file=sys.stderr)
+    else:
+        print(warning, file=sys.stderr)
+        if not sys.stdin.isatty():
+            print("Refusing without --allow-remote (no terminal to ask).", file=sys.stderr)
+            return False
+        if input("Send the images? [y/N] ").strip().lower() not in {"y", "yes"}:
+            return False
+    CONSENT.confirm(settings.base_url or None)
+    return True
 
 
 def _add_analyze_parser(subparsers) -> None:
@@ -364,7 +369,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
-    from napari_fracto.errors import UserError
 
     try:
         return int(args.handler(args) or 0)

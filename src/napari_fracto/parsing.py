@@ -20,11 +20,17 @@ percentages, others are clamped to [0, 1]. Same label + same box are merged (hig
 a label-only finding is dropped when the same label also has a box. An exclusive label ("No obvious
 artifacts") given together with others is dropped in favour of the others, with a note. Text inside
 ``<think>...</think>`` is ignored.
+
+Linear time on any input: a degenerate model can emit 100,000 ``(`` or ``<think>``. Patterns here never
+backtrack over unbounded text (asides and thinking are cut by scanning, names longer than
+_MAX_NAME_CHARS are not looked up, JSON decoding and literal evaluation have budgets); the worst cases
+are in benchmarks/bench_parsing.py.
 """
 
 from __future__ import annotations
 
 import ast
+import bisect
 import json
 import math
 import re
@@ -34,11 +40,17 @@ from typing import Any
 from napari_fracto.findings import Box, Finding, ParseResult
 from napari_fracto.geometry import GRID
 from napari_fracto.vocabulary import Vocabulary, normalize
+from napari_fracto.vocabulary import _singular as singular  # normalize()'s per-word step, for one-pass prose
 
 POINT_HALF_SIZE = 10
 MAX_CHARS = 100_000
 _MAX_DECODE_STARTS = 400
 _MAX_LITERAL_CHARS = 20_000
+_MAX_NAME_CHARS = 200  # the longest name or synonym is ~50 characters; longer text is never a label
+_LITERAL_BUDGET = 50_000  # characters given to json/ast decoding of salvaged pieces per answer
+_DECODE_BUDGET = 4 * MAX_CHARS  # characters scanned by failed raw_decode attempts per region
+_MAX_REGIONS = 20  # <answer> or ``` blocks read per answer; a real one has one or two
+_MAX_ITEMS = 300  # list items or JSON pieces read per region; a vocabulary has tens of labels
 
 _LABEL_KEYS = ("label", "name", "class", "category", "feature", "artifact", "type")
 _BOX_KEYS = ("bbox_2d", "bbox", "box", "bounding_box")
@@ -59,6 +71,7 @@ class _Collector:
     advice: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     answered: bool = False
+    literal_budget: int = _LITERAL_BUDGET
 
     def note(self, problem: str) -> None:
         if problem not in self.problems:
@@ -66,8 +79,10 @@ class _Collector:
 
     def resolve(self, text: str, *, exact: bool = False) -> tuple[str, str] | None:
         """("label" | "advice", canonical name) for a name or synonym, else retried without an aside."""
+        if len(text) > _MAX_NAME_CHARS:
+            return None
         candidates = [text]
-        stripped = re.sub(r"\(.*?\)|\[.*?\]", " ", text).strip()
+        stripped = _strip_asides(text).strip()
         if not exact and stripped and stripped != text:
             candidates.append(stripped)
         for candidate in candidates:
@@ -130,6 +145,25 @@ class _Collector:
                 self.note(f"unknown advice {text[:60]!r}")
             else:
                 self.advice.append(name)
+
+
+def _strip_asides(text: str) -> str:
+    """`text` with each "(...)" and "[...]" replaced by a space, in one pass (an unclosed one stays)."""
+    out: list[str] = []
+    closed = {"(": True, "[": True}  # False once no closing bracket is left: later openers stay as text
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        if closed.get(ch):
+            j = text.find(")" if ch == "(" else "]", i + 1)
+            if j != -1:
+                out.append(" ")
+                i = j + 1
+                continue
+            closed[ch] = False
+        out.append(ch)
+        i += 1
+    return "".join(out)
 
 
 # ----------------------------------------------------------------------------------------- values
@@ -290,13 +324,22 @@ def _take_value(value: Any, c: _Collector, depth: int = 0) -> bool:
     return relevant
 
 
-def _literal(text: str) -> Any:
-    """json.loads, then a Python literal (single quotes, True/None); raises ValueError when neither."""
+def _literal(text: str, c: _Collector | None = None) -> Any:
+    """json.loads, then a Python literal (single quotes, True/None); raises ValueError when neither.
+
+    With a collector, each call spends its length from the answer's budget, so thousands of small
+    broken pieces cannot add up to seconds of decoding.
+    """
+    if c is not None:
+        if c.literal_budget < len(text):
+            raise ValueError("decoding budget spent")
+        c.literal_budget -= len(text)
     try:
         return json.loads(text)
     except (ValueError, RecursionError):
         pass
-    if len(text) <= _MAX_LITERAL_CHARS:
+    pythonic = "'" in text or "True" in text or "None" in text or "False" in text
+    if len(text) <= _MAX_LITERAL_CHARS and pythonic:
         try:
             return ast.literal_eval(text)
         except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
@@ -318,15 +361,20 @@ def _read_json(region: str, c: _Collector) -> bool:
             pass
     decoder = json.JSONDecoder()
     spans: list[tuple[int, int]] = []
-    pos, tries = 0, 0
-    while tries < _MAX_DECODE_STARTS:
+    pos, tries, scanned = 0, 0, 0
+    while tries < _MAX_DECODE_STARTS and scanned < _DECODE_BUDGET:
         match = _JSON_START.search(region, pos)
         if match is None:
             break
         tries += 1
         try:
             value, end = decoder.raw_decode(region, match.start())
+        except json.JSONDecodeError as exc:
+            scanned += exc.pos - match.start()
+            pos = match.start() + 1
+            continue
         except (ValueError, RecursionError):
+            scanned += len(region) - match.start()  # how far it got is unknown: count the worst
             pos = match.start() + 1
             continue
         if _take_value(value, c):
@@ -364,15 +412,22 @@ def _salvage(region: str, c: _Collector, *, partial: bool = False) -> bool:
     """Keep the complete entries of cut-off or broken JSON (`partial`: some were decoded already)."""
     before = len(c.findings) + len(c.unknown)
     covered: list[tuple[int, int]] = []
-    for match in _OBJECT.finditer(region):
+    for count, match in enumerate(_OBJECT.finditer(region)):
+        if count == _MAX_ITEMS:
+            c.note(f"the answer has more than {_MAX_ITEMS} {{...}} pieces; read the first {_MAX_ITEMS}")
+            break
         try:
-            value = _literal(match.group(0))
+            value = _literal(match.group(0), c)
         except ValueError:
             continue
         if isinstance(value, dict) and _take_item(value, c):
             covered.append(match.span())
-    for match in _LABEL_FIELD.finditer(region):
-        if not any(start <= match.start() < end for start, end in covered):
+    starts = [start for start, _ in covered]  # in order and disjoint: finditer's matches do not overlap
+    for count, match in enumerate(_LABEL_FIELD.finditer(region)):
+        if count == _MAX_ITEMS:
+            break
+        i = bisect.bisect_right(starts, match.start()) - 1
+        if i < 0 or match.start() >= covered[i][1]:
             c.add_label(match.group(1))
     advice = _ADVICE_FIELD.search(region)
     if advice:
@@ -397,7 +452,9 @@ _BULLET = re.compile(r"^\s*(?:[-*•+>]|\d{1,3}[.)])\s+")
 _LEADING_FILLER = re.compile(
     r"^(?:(?:and|or|with|plus|also|some|a few|several|many|possibly|maybe|likely)\s+)+"
 )
-_TRAILING_CONF = re.compile(r"^(.*?)[\s:=(\[-]+(\d{1,3}(?:\.\d+)?)\s*(%?)\s*[)\]]?\s*$")
+# A number at the end ("label (0.8)", "label: 80%"); each part optional once, so no ambiguous backtracking.
+_TRAILING_CONF = re.compile(r"(\d{1,3}(?:\.\d+)?)(?:\s*(%))?(?:\s*[)\]])?\s*$")
+_CONF_SEPARATORS = ":=([-"
 _EXPLANATION_SEPARATORS = (":", " - ", " – ", " — ", "(")
 
 
@@ -412,7 +469,7 @@ def _list_items(region: str, c: _Collector) -> list[str]:
     lines = [line for line in region.splitlines() if line.strip()]
     bullets = [line for line in lines if _BULLET.match(line.replace("**", ""))]
     items: list[str] = []
-    for line in bullets or lines:
+    for line in (bullets or lines)[:_MAX_ITEMS]:
         line = _clean_piece(line)
         head = next(
             (
@@ -432,19 +489,36 @@ def _list_items(region: str, c: _Collector) -> list[str]:
         if sep and len(before.split()) <= 3 and after.strip():
             line = after  # "Answer: A, B"
         items.extend(_split_items(line))
+        if len(items) > _MAX_ITEMS:
+            break
+    if len(items) > _MAX_ITEMS or len(bullets or lines) > _MAX_ITEMS:
+        c.note(f"the answer lists more than {_MAX_ITEMS} items; read the first {_MAX_ITEMS}")
+        items = items[:_MAX_ITEMS]
     return [cleaned for cleaned in (_clean_piece(i) for i in items) if cleaned]
 
 
 def _resolve_item(text: str, c: _Collector) -> tuple[str, str | None] | None:
     """(label text, confidence text) when a list item names a known label, maybe with a confidence."""
+    if len(text) > _MAX_NAME_CHARS:
+        return None
     if c.resolve(text, exact=True) is not None:
         return text, None
-    match = _TRAILING_CONF.match(text)
-    if match and c.resolve(match.group(1).strip()) is not None:
-        return match.group(1).strip(), match.group(2) + match.group(3)
+    match = _TRAILING_CONF.search(text)
+    head = text[: match.start()] if match else ""
+    if match and head and (head[-1].isspace() or head[-1] in _CONF_SEPARATORS):  # a separator before it
+        label = _rstrip_separators(head)
+        if label and c.resolve(label) is not None:
+            return label, match.group(1) + (match.group(2) or "")
     if c.resolve(text) is not None:
         return text, None
     return None
+
+
+def _rstrip_separators(text: str) -> str:
+    end = len(text)
+    while end and (text[end - 1].isspace() or text[end - 1] in _CONF_SEPARATORS):
+        end -= 1
+    return text[:end].strip()
 
 
 def _read_text(region: str, c: _Collector) -> None:
@@ -470,12 +544,13 @@ def _read_text(region: str, c: _Collector) -> None:
         return
     c.answered = True
     ignored = 0
+    labels_index = _by_first_word(c.vocab)
     for item, hit, is_empty in zip(items, resolved, empty, strict=True):
         if hit is not None:
             c.add_label(*hit)
         elif is_empty:
             continue
-        elif names := _mentions(normalize(item).split(), c.vocab.match_keys()):
+        elif names := _mentions(normalize(item).split(), labels_index):
             for name in names:
                 c.add_label(name)
         elif len(item.split()) <= 4:
@@ -486,18 +561,42 @@ def _read_text(region: str, c: _Collector) -> None:
         c.note(f"ignored {ignored} piece(s) of free text in the list")
 
 
-_CLAUSE_BREAK = re.compile(r"[.;:!?\n]+|\b(?:but|however|whereas|although|while)\b", re.IGNORECASE)
+_PROSE_TOKEN = re.compile(r"[.;:!?\n]|[^\W_]+")
+_BREAKS = {"but", "however", "whereas", "although", "while", *".;:!?\n"}
+
+
+def _clauses(text: str, candidates: set[str]) -> list[list[str]]:
+    """The normalised words of each clause that has a word in `candidates`, in one pass.
+
+    The words are those `normalize` gives per clause; clauses without a candidate cannot mention a name.
+    """
+    clauses: list[list[str]] = []
+    words: list[str] = []
+    hit = False
+    for token in _PROSE_TOKEN.findall(text.lower()):
+        if token in _BREAKS:
+            if hit:
+                clauses.append(words)
+            words, hit = [], False
+        else:
+            word = singular(token)
+            words.append(word)
+            hit = hit or word in candidates
+    if hit:
+        clauses.append(words)
+    return clauses
 
 
 def _read_prose(text: str, c: _Collector) -> bool:
     """Labels mentioned in free text, clause by clause (longest match first, negated mentions skipped)."""
     found: list[str] = []
     advice: list[str] = []
-    for clause in _CLAUSE_BREAK.split(text):
-        words = normalize(clause).split()
-        found.extend(_mentions(words, c.vocab.match_keys()))
-        if c.advice_vocab is not None:
-            advice.extend(_mentions(words, c.advice_vocab.match_keys()))
+    vocabularies = [(_by_first_word(c.vocab), found)]
+    if c.advice_vocab is not None:
+        vocabularies.append((_by_first_word(c.advice_vocab), advice))
+    for words in _clauses(text, {first for index, _ in vocabularies for first in index}):
+        for index, out in vocabularies:
+            out.extend(_mentions(words, index))
     for name in dict.fromkeys(found):
         c.add_label(name)
     for name in dict.fromkeys(advice):
@@ -509,18 +608,43 @@ def _read_prose(text: str, c: _Collector) -> bool:
     return False
 
 
-def _mentions(words: list[str], keys: dict[str, str]) -> list[str]:
-    """Names mentioned in one clause; a negation word earlier in the clause ("no", "without") cancels."""
-    by_first: dict[str, list[tuple[str, ...]]] = {}
-    for key in keys:
-        parts = tuple(key.split())
-        if parts:
-            by_first.setdefault(parts[0], []).append(parts)
-    matches: list[tuple[int, int, str]] = []
+_KeyIndex = dict[str, list[tuple[str, str, int]]]
+
+
+def _by_first_word(vocab: Vocabulary) -> _KeyIndex:
+    """first word -> (key, canonical name, number of words) for each match key of `vocab`."""
+    index: _KeyIndex = {}
+    for key, name in vocab.match_keys().items():
+        words = key.split()
+        if words:
+            index.setdefault(words[0], []).append((key, name, len(words)))
+    return index
+
+
+def _mentions(words: list[str], index: _KeyIndex) -> list[str]:
+    """Names mentioned in one clause; a negation word earlier in the clause ("no", "without") cancels.
+
+    Only keys whose first word is in the clause are looked for, each with str.find on the joined words,
+    so the cost is per word and per occurrence, not per word times keys.
+    """
+    present = {word for word in words if word in index}
+    if not present:
+        return []
+    joined = " " + " ".join(words) + " "
+    found: list[tuple[int, str, int]] = []  # (offset of the space before the key, name, words)
+    for key, name, size in (entry for first in present for entry in index[first]):
+        needle = f" {key} "
+        pos = joined.find(needle)
+        while pos != -1:
+            found.append((pos, name, size))
+            pos = joined.find(needle, pos + 1)
+    if not found:
+        return []
+    word_at, offset = {}, 0
     for i, word in enumerate(words):
-        for parts in by_first.get(word, ()):
-            if tuple(words[i : i + len(parts)]) == parts:
-                matches.append((i, i + len(parts), keys[" ".join(parts)]))
+        word_at[offset] = i  # joined[offset] is the space before word i
+        offset += len(word) + 1
+    matches = [(word_at[pos], word_at[pos] + size, name) for pos, name, size in found]
     taken = [False] * len(words)
     chosen: list[tuple[int, int, str]] = []
     for start, end, name in sorted(matches, key=lambda m: (m[0] - m[1], m[0])):
@@ -529,10 +653,10 @@ def _mentions(words: list[str], keys: dict[str, str]) -> list[str]:
         for k in range(start, end):
             taken[k] = True
         chosen.append((start, end, name))
-    negations = [i for i, w in enumerate(words) if w in _NEGATIONS and not taken[i]]
+    first_negation = next((i for i, w in enumerate(words) if w in _NEGATIONS and not taken[i]), len(words))
     names = []
     for start, end, name in sorted(chosen):
-        if any(i < start for i in negations):
+        if first_negation < start:
             continue
         if end < len(words) and words[end] == "free":
             continue
@@ -543,12 +667,31 @@ def _mentions(words: list[str], keys: dict[str, str]) -> list[str]:
 # --------------------------------------------------------------------------------------- regions
 
 
+_THINK_OPEN = re.compile(r"<think>", re.IGNORECASE)
+_THINK_CLOSE = re.compile(r"</think>", re.IGNORECASE)
+
+
 def _strip_thinking(text: str, c: _Collector) -> str:
-    text = re.sub(r"<think>.*?</think>", " ", text, flags=re.DOTALL | re.IGNORECASE)
-    if "</think>" in text.lower():
-        text = re.split(r"</think>", text, flags=re.IGNORECASE)[-1]
-    if "<think>" in text.lower():
-        text = re.split(r"<think>", text, flags=re.IGNORECASE)[0]
+    """Drop each <think>...</think>, text before a stray </think>, and an unclosed <think> to the end.
+
+    One left-to-right scan: once no </think> follows, later <think>s cannot close either.
+    """
+    kept: list[str] = []
+    pos = 0
+    while (opening := _THINK_OPEN.search(text, pos)) is not None:
+        closing = _THINK_CLOSE.search(text, opening.end())
+        if closing is None:
+            break
+        kept.append(text[pos : opening.start()])
+        kept.append(" ")
+        pos = closing.end()
+    text = "".join(kept) + text[pos:]
+    closings = list(_THINK_CLOSE.finditer(text))
+    if closings:
+        text = text[closings[-1].end() :]
+    opening = _THINK_OPEN.search(text)
+    if opening is not None:
+        text = text[: opening.start()]
         c.note("the model was cut off while thinking; allow more new tokens")
     return text
 
@@ -626,7 +769,11 @@ def _parse(text: Any, vocab: Vocabulary, advice_vocab: Vocabulary | None) -> Par
     if not text.strip():
         c.note("the answer is empty")
         return _finish(c)
-    for region in _regions(text):
+    regions = _regions(text)
+    if len(regions) > _MAX_REGIONS:
+        c.note(f"the answer has {len(regions)} <answer> or ``` blocks; read the first {_MAX_REGIONS}")
+        regions = regions[:_MAX_REGIONS]
+    for region in regions:
         if _read_json(region, c):
             continue
         if _looks_like_json(region):

@@ -19,6 +19,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_LOCAL_MODEL = "Qwen/Qwen3-VL-2B-Instruct"
 SETTINGS_FILE = "backend.json"
+# Written into every settings file before keys were tied to their host; read as "the provider's own".
+_OLD_DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 
 
 class BackendSettings(BaseModel):
@@ -35,10 +37,14 @@ class BackendSettings(BaseModel):
     max_image_tokens: int = Field(1024, ge=16, le=16384)
     max_new_tokens: int = Field(512, ge=8, le=8192)
     timeout_s: float = Field(120.0, gt=0)
-    api_key_env: str = "OPENAI_API_KEY"
+    # The environment variable holding this endpoint's key. Empty: the provider's own, for its own host
+    # only (OPENAI_API_KEY for api.openai.com, GEMINI_API_KEY for Gemini); see remote_hosts.
+    api_key_env: str = ""
     trust_remote_code: bool = False
     # "4bit": load the local model in NF4 (bitsandbytes, CUDA only), as a QLoRA adapter was trained.
     quantization: Literal["none", "4bit"] = "none"
+    # Local backend: decode under the answer's JSON schema (needs the `constrained` extra, xgrammar).
+    constrained_decoding: bool = True
 
 
 def settings_path() -> Path:
@@ -53,6 +59,8 @@ def load_settings(path: Path | None = None) -> BackendSettings:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         data.pop("api_key", None)  # never trust a key that somebody put in the file by hand
+        if data.get("api_key_env") == _OLD_DEFAULT_KEY_ENV:
+            data["api_key_env"] = ""  # the old default, saved for everyone: not a choice of this endpoint
         return BackendSettings.model_validate(data)
     except (OSError, ValueError, ValidationError) as exc:
         logger.warning("Ignoring unreadable settings file %s (%s); using defaults.", path, exc)

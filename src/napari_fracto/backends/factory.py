@@ -2,17 +2,8 @@
 
 from __future__ import annotations
 
-import os
-
 from napari_fracto.backends.base import Backend
 from napari_fracto.settings import BackendSettings
-
-
-def resolve_api_key(settings: BackendSettings, api_key: str | None = None) -> str | None:
-    """An explicitly given key wins; otherwise the environment variable named in the settings."""
-    if api_key:
-        return api_key
-    return os.environ.get(settings.api_key_env) or None
 
 
 def make_backend(settings: BackendSettings, api_key: str | None = None) -> Backend:
@@ -28,13 +19,15 @@ def make_backend(settings: BackendSettings, api_key: str | None = None) -> Backe
             max_image_tokens=settings.max_image_tokens,
             trust_remote_code=settings.trust_remote_code,
             quantization=settings.quantization,
+            constrained=settings.constrained_decoding,
         )
     from napari_fracto.backends.openai_backend import OpenAIBackend
 
     return OpenAIBackend(
         settings.model,
         base_url=settings.base_url or None,
-        api_key=resolve_api_key(settings, api_key),
+        api_key=api_key,  # None: the backend reads only the variable that belongs to this endpoint
+        api_key_env=settings.api_key_env,
         timeout=settings.timeout_s,
         adapter=settings.adapter or None,
     )

@@ -9,23 +9,24 @@ from __future__ import annotations
 import base64
 import email.utils
 import io
-import ipaddress
+import json
 import logging
-import os
+import re
 import threading
 import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from napari_fracto import remote_hosts
 from napari_fracto.backends.base import BackendError, CancelledError, VLMReply, VLMRequest
+from napari_fracto.remote_hosts import GEMINI_HOST, OPENAI_DEFAULT_URL, endpoint_url
 
 if TYPE_CHECKING:
     from PIL.Image import Image
 
 log = logging.getLogger(__name__)
 
-OPENAI_DEFAULT_URL = "https://api.openai.com/v1"
-GEMINI_HOST = "generativelanguage.googleapis.com"
+__all__ = ["GEMINI_HOST", "OPENAI_DEFAULT_URL", "OpenAIBackend", "is_remote", "remote_warning"]
 # Local servers (vLLM, transformers serve) accept any key, but the client refuses to send none.
 DUMMY_KEY = "not-needed"
 # A server asking us to wait longer than this is out of quota, not briefly busy: give up and say so.
@@ -33,7 +34,19 @@ MAX_RETRY_AFTER_S = 60.0
 # How servers phrase "no such model" in a 400 rather than a 404 (`transformers serve` says "Server is
 # pinned to 'X'; requested 'Y'").
 _MODEL_MISSING_HINTS = ("not found", "does not exist", "not served", "unknown", "invalid model", "not loaded")
-_LOCAL_SUFFIXES = (".localhost", ".local", ".internal", ".lan", ".home.arpa")
+
+# A chat answer is a few kB; a body larger than this is a broken or hostile server, not an answer.
+MAX_RESPONSE_BYTES = 8 * 1024 * 1024
+# Characters of answer text kept (the parser reads 100,000; the rest would only bloat JSONL records).
+MAX_ANSWER_CHARS = 200_000
+# Models that think before answering: they refuse temperature 0 (OpenAI) and accept a reasoning effort.
+_REASONING_MODEL = re.compile(r"^(?:o\d|gpt-5|gemini-(?:2\.5|[3-9]))", re.IGNORECASE)
+# Optional parameters a server may reject, and words its 400 message uses for each.
+_DROPPABLE = {
+    "response_format": ("response_format", "json_schema", "response_schema"),  # Gemini names response_schema
+    "temperature": ("temperature",),
+    "reasoning_effort": ("reasoning_effort", "reasoning effort"),
+}
 
 # Endpoints ((base_url, model) pairs) that rejected a request parameter; shared by every backend
 # instance so a widget that re-creates its backend does not pay the failed request again.
@@ -41,36 +54,14 @@ _REJECTED: dict[tuple[str, str], set[str]] = {}
 _REJECTED_LOCK = threading.Lock()
 
 
-def _host(base_url: str | None) -> str:
-    return (urlsplit(base_url or OPENAI_DEFAULT_URL).hostname or "").lower()
-
-
 def is_remote(base_url: str | None) -> bool:
-    """True when images sent to `base_url` leave this computer and its local network.
-
-    Loopback, private, link-local addresses and single-label or `.local`-style host names are local;
-    every other host (and the default OpenAI URL) is remote. No DNS look-up, so it is instant offline.
-    """
-    host = _host(base_url)
-    if not host:
-        return True
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return not (host == "localhost" or "." not in host or host.endswith(_LOCAL_SUFFIXES))
-    return not (address.is_loopback or address.is_private or address.is_link_local)
+    """True unless the endpoint is loopback or a host confirmed in this session (see remote_hosts)."""
+    return not remote_hosts.is_local_host(base_url, remote_hosts.CONSENT.confirmed())
 
 
 def remote_warning(base_url: str | None) -> str | None:
-    """Text to show before sending images to a non-local host; None when the server is local."""
-    if not is_remote(base_url):
-        return None
-    return (
-        f"Images will be sent to {_host(base_url) or base_url}, a server outside this computer and its "
-        "local network. Do not send unpublished or confidential images unless you are allowed to share "
-        "them with that provider; use a local server (vLLM, `transformers serve`) or the local "
-        "transformers backend to keep them here."
-    )
+    """The consent question for `base_url` naming its real host; None when local or already confirmed."""
+    return remote_hosts.CONSENT.warning(base_url)
 
 
 def image_data_url(image: Image) -> str:
@@ -98,6 +89,18 @@ def to_openai_messages(request: VLMRequest) -> list[dict[str, Any]]:
         ]
         messages.append({"role": turn.role, "content": content})
     return messages
+
+
+_GEMINI_UNSUPPORTED = ("additionalProperties", "$schema", "$id", "$defs", "title", "default")
+
+
+def gemini_schema(schema: Any) -> Any:
+    """The schema in the subset Gemini's OpenAI endpoint accepts (it rejects additionalProperties & co.)."""
+    if isinstance(schema, dict):
+        return {k: gemini_schema(v) for k, v in schema.items() if k not in _GEMINI_UNSUPPORTED}
+    if isinstance(schema, list):
+        return [gemini_schema(v) for v in schema]
+    return schema
 
 
 def _response_format(schema: dict[str, Any]) -> dict[str, Any]:
@@ -149,6 +152,7 @@ class OpenAIBackend:
         *,
         base_url: str | None = None,
         api_key: str | None = None,
+        api_key_env: str = "",
         timeout: float = 120.0,
         max_retries: int = 3,
         adapter: str | None = None,
@@ -163,7 +167,7 @@ class OpenAIBackend:
             raise BackendError(f"max_retries must be 0 or more, got {max_retries}")
         self.model = str(model).strip()
         self.adapter = adapter
-        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_DEFAULT_URL).rstrip("/")
+        self.base_url = endpoint_url(base_url)
         parts = urlsplit(self.base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise BackendError(
@@ -173,15 +177,14 @@ class OpenAIBackend:
         self.max_retries = int(max_retries)
         self.use_json_schema = use_json_schema
         self.retry_backoff = float(retry_backoff)
-        self._key_env = "GEMINI_API_KEY" if _host(self.base_url) == GEMINI_HOST else "OPENAI_API_KEY"
-        key = api_key or os.environ.get(self._key_env) or os.environ.get("OPENAI_API_KEY")
-        if not key:
-            if is_remote(self.base_url):
-                raise BackendError(
-                    f"no API key for {_host(self.base_url)}: set {self._key_env} in the environment "
-                    "or enter the key in the backend settings"
-                )
-            key = DUMMY_KEY
+        # The key belongs to this endpoint only (remote_hosts): never another provider's variable.
+        self._key_env = (
+            remote_hosts.key_variable(self.base_url, api_key_env) or "the variable named by --api-key-env"
+        )
+        try:
+            key = remote_hosts.require_key(self.base_url, api_key_env, api_key) or DUMMY_KEY
+        except remote_hosts.RemoteHostError as exc:
+            raise BackendError(str(exc)) from None
         self._secret = key
         import openai
 
@@ -232,15 +235,18 @@ class OpenAIBackend:
 
     def _params(self, request: VLMRequest, messages: list[dict[str, Any]]) -> dict[str, Any]:
         rejected = self._rejected()
-        params: dict[str, Any] = {
-            "model": self.served_model,
-            "messages": messages,
-            "temperature": request.temperature,
-        }
+        params: dict[str, Any] = {"model": self.served_model, "messages": messages}
+        if "temperature" not in rejected:
+            params["temperature"] = request.temperature
+        if _REASONING_MODEL.match(self.served_model) and "reasoning_effort" not in rejected:
+            params["reasoning_effort"] = "low"  # the token limit includes thinking: keep it short
         tokens_key = "max_completion_tokens" if "max_tokens" in rejected else "max_tokens"
         params[tokens_key] = request.max_new_tokens
         if self.use_json_schema and request.json_schema and "response_format" not in rejected:
-            params["response_format"] = _response_format(request.json_schema)
+            schema = request.json_schema
+            if urlsplit(self.base_url).hostname == GEMINI_HOST:
+                schema = gemini_schema(schema)
+            params["response_format"] = _response_format(schema)
         return params
 
     # -- the request -------------------------------------------------------------------------------------
@@ -267,7 +273,7 @@ class OpenAIBackend:
                     raise CancelledError("cancelled while waiting to retry") from None
                 if request.cancel is None:
                     time.sleep(wait)
-        reply = self._reply(completion, time.perf_counter() - start, attempt)
+        reply = self._reply(completion, time.perf_counter() - start, attempt, request)
         reply.extra["json_schema_sent"] = bool(
             self.use_json_schema and request.json_schema and "response_format" not in self._rejected()
         )
@@ -284,16 +290,24 @@ class OpenAIBackend:
         hold server-echoed secrets) is chained to it."""
         import openai
 
-        for _ in range(3):  # at most: as is, without response_format, with max_completion_tokens
+        for _ in range(len(_DROPPABLE) + 2):  # as is, then without each rejected optional parameter
             params = self._params(request, messages)
             problem: BackendError | _Retry | None = None
             try:
-                return self._client.chat.completions.create(**params)
+                return self._create(params)
             except (openai.BadRequestError, openai.UnprocessableEntityError) as exc:
                 text = self._server_message(exc)
                 lowered = text.lower()
-                if "response_format" in params and ("response_format" in lowered or "json_schema" in lowered):
-                    self._reject("response_format")
+                dropped = next(
+                    (
+                        name
+                        for name, words in _DROPPABLE.items()
+                        if name in params and any(w in lowered for w in words)
+                    ),
+                    None,
+                )
+                if dropped is not None:
+                    self._reject(dropped)
                     continue
                 if "max_tokens" in params and "max_completion_tokens" in lowered:
                     self._reject("max_tokens")
@@ -321,6 +335,44 @@ class OpenAIBackend:
                 )
             raise problem
         raise BackendError(f"{self.base_url} rejected the request's parameters repeatedly")
+
+    def _create(self, params: dict[str, Any]) -> Any:
+        """One HTTP request under a deadline for the whole of it (a server trickling its body cannot hold
+        it past `timeout`) and a cap on the body's size; the body is decoded here so a 200 that is not
+        JSON gets a message saying so. Status errors are raised by the client as usual."""
+        from openai.types.chat import ChatCompletion
+
+        deadline = time.monotonic() + self.timeout
+        chunks: list[bytes] = []
+        size = 0
+        with self._client.chat.completions.with_streaming_response.create(**params) as response:
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if size > MAX_RESPONSE_BYTES:
+                    raise BackendError(
+                        f"{self.base_url} sent an answer larger than {MAX_RESPONSE_BYTES // 2**20} MB; a "
+                        "chat answer is a few kB: check the base URL and lower max_new_tokens"
+                    )
+                if time.monotonic() > deadline:
+                    raise _Retry(
+                        f"no complete answer from {self.base_url} within {self.timeout:g} s (it was still "
+                        f"sending, {size} bytes so far); raise the timeout if the server is just slow"
+                    )
+                chunks.append(chunk)
+        body = b"".join(chunks)
+        try:
+            data = json.loads(body)
+        except ValueError as exc:
+            raise BackendError(
+                f"{self.base_url} answered HTTP 200 with a body that is not JSON ({exc}; it starts "
+                f"{self._redact(body[:60].decode('utf-8', 'replace'))!r}): is the base URL the server's "
+                "OpenAI-compatible /v1 endpoint?"
+            ) from None
+        if not isinstance(data, dict):
+            raise BackendError(
+                f"{self.base_url} answered with a JSON {type(data).__name__}, not a chat completion"
+            )
+        return ChatCompletion.construct(**data)
 
     def _bad_request(self, status: int, text: str) -> BackendError:
         lowered = text.lower()
@@ -364,7 +416,7 @@ class OpenAIBackend:
             log.debug("could not list models at %s: %s", self.base_url, type(exc).__name__)
             return []
 
-    def _reply(self, completion: Any, seconds: float, retries: int) -> VLMReply:
+    def _reply(self, completion: Any, seconds: float, retries: int, request: VLMRequest) -> VLMReply:
         choices = getattr(completion, "choices", None) or []
         if not choices:
             raise BackendError(f"{self.base_url} answered without any choices: is it a chat endpoint?")
@@ -378,8 +430,20 @@ class OpenAIBackend:
         }
         if getattr(message, "refusal", None):
             extra["refusal"] = self._redact(str(message.refusal))
+        text = message.content if isinstance(message.content, str) else ""
+        if choice.finish_reason == "length":
+            cut = (
+                f"the answer was cut off by the token limit (max_new_tokens={request.max_new_tokens}); raise "
+                "it (reasoning models spend part of it thinking)"
+            )
+            if not text.strip():
+                raise BackendError(f"{self.base_url}: {cut.replace('the answer was', 'no answer:')}")
+            extra["cut_off"] = cut
+        if len(text) > MAX_ANSWER_CHARS:
+            extra["truncated_from_chars"] = len(text)
+            text = text[:MAX_ANSWER_CHARS]
         return VLMReply(
-            text=message.content or "",
+            text=text,
             seconds=seconds,
             prompt_tokens=getattr(usage, "prompt_tokens", None),
             completion_tokens=getattr(usage, "completion_tokens", None),

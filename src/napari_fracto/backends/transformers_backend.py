@@ -49,6 +49,7 @@ class TransformersBackend:
         trust_remote_code: bool = False,
         local_files_only: bool | None = None,
         quantization: str = "none",
+        constrained: bool = True,
     ) -> None:
         if not str(model).strip():
             raise BackendError(
@@ -67,6 +68,7 @@ class TransformersBackend:
         if quantization not in ("none", "4bit"):
             raise BackendError(f"Unknown quantization '{quantization}'; choose 'none' or '4bit'.")
         self.quantization = quantization
+        self.constrained = bool(constrained)  # decode under the request's JSON schema when xgrammar is there
         self._lock = threading.Lock()
         self._hf_model: Any = None
         self._processor: Any = None
@@ -182,6 +184,16 @@ class TransformersBackend:
         tokenizer = processor.tokenizer
         if tokenizer.pad_token_id is not None:
             gen_kwargs["pad_token_id"] = tokenizer.pad_token_id
+        constrained = None
+        if self.constrained and request.json_schema:
+            from transformers import LogitsProcessorList
+
+            from napari_fracto.backends.constrained import schema_logits_processor
+
+            vocab_size = int(model.get_output_embeddings().weight.shape[0])
+            constrained = schema_logits_processor(tokenizer, vocab_size, request.json_schema)
+            if constrained is not None:
+                gen_kwargs["logits_processor"] = LogitsProcessorList([constrained])
         try:
             with torch.inference_mode():
                 output = model.generate(**inputs, **gen_kwargs)
@@ -216,6 +228,7 @@ class TransformersBackend:
                 "device": str(model.device),
                 "dtype": str(model.dtype).removeprefix("torch."),
                 "processor": type(processor).__name__,
+                "constrained": constrained is not None,
             },
         )
 

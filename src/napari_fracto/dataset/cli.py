@@ -1,4 +1,4 @@
-"""`napari-fracto dataset create|info|validate|export|import|split|autolabel`.
+"""`napari-fracto dataset create|info|validate|export|import|split|autolabel|backup|doctor`.
 
 Only argparse is imported to build the parser; each action imports what it needs when it runs.
 Exit codes: 0 ok, 1 problems found (validate) or some inputs failed, 2 the command could not run.
@@ -65,6 +65,17 @@ def add_dataset_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--reassign", action="store_true", help="redo the whole split (changes the test set!)")
 
+    p = action(
+        "backup", "a consistent copy, also while the dataset is in use: share or move datasets this way"
+    )
+    p.add_argument("dest", type=Path, help="new folder for the copy")
+
+    p = action("doctor", "check the dataset, repair what is safe (stale temp files, orphan images)")
+    p.add_argument("--check-only", action="store_true", help="report, change nothing")
+    p.add_argument(
+        "--salvage", type=Path, metavar="NEW_FOLDER", help="copy every readable row of a corrupt dataset"
+    )
+
     p = action("autolabel", "predict labels for images with a model; stored as unreviewed predictions")
     p.add_argument("paths", nargs="+", type=Path, help="image files and folders")
     p.add_argument("--task", required=True)
@@ -84,7 +95,10 @@ add_parser = add_dataset_parser  # the name `napari_fracto.cli.EXTRA_COMMANDS` m
 
 def run(args: argparse.Namespace) -> int:
     """Run one dataset action; user errors print one clear line and return 2."""
+    import sqlite3
+
     from napari_fracto.dataset.model import DatasetError
+    from napari_fracto.dataset.store import dataset_error
     from napari_fracto.vocabulary import VocabularyError
 
     handler = _HANDLERS[args.dataset_command]
@@ -92,6 +106,12 @@ def run(args: argparse.Namespace) -> int:
         return handler(args)
     except (DatasetError, VocabularyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (sqlite3.Error, OSError) as exc:  # full disk, read-only folder, corrupt file: say what to do
+        error = dataset_error(exc, args.dataset)
+        if error is None:
+            raise
+        print(f"error: {error}", file=sys.stderr)
         return 2
 
 
@@ -240,7 +260,27 @@ def _autolabel(args: argparse.Namespace) -> int:
     return 1 if summary.failures else 0
 
 
+def _backup(args: argparse.Namespace) -> int:
+    from napari_fracto.dataset.backup import backup
+
+    print(backup(args.dataset, args.dest).describe())
+    return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from napari_fracto.dataset.doctor import doctor, salvage
+
+    if args.salvage:
+        print(salvage(args.dataset, args.salvage))
+        return 0
+    report = doctor(args.dataset, repair=not args.check_only)
+    print(report.describe())
+    return 1 if report.problems else 0
+
+
 _HANDLERS = {
+    "backup": _backup,
+    "doctor": _doctor,
     "create": _create,
     "info": _info,
     "validate": _validate,

@@ -193,7 +193,22 @@ def training_pair(item: Item, image_ref: str) -> TrainingPair:
     return TrainingPair(item, messages, pair.prompt, pair.answer, pair.request, pair.tile, 0)
 
 
+def refuse_invalid(ds: Dataset) -> None:
+    """DatasetError listing what `validate` flags as errors: a crafted or damaged dataset is not exported."""
+    from napari_fracto.dataset.tools import validate
+
+    errors = [p for p in validate(ds) if p.severity == "error"]
+    if errors:
+        shown = "; ".join(f"{p.image_id[:12] + ': ' if p.image_id else ''}{p.message}" for p in errors[:5])
+        more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+        raise DatasetError(
+            f"not exported: `napari-fracto dataset validate {ds.root}` finds {len(errors)} error(s): "
+            f"{shown}{more}. Fix or remove those images (or run `dataset doctor`), then export again"
+        )
+
+
 def _items(ds: Dataset, task: str | None, split: str | None, status: Status | str | None) -> list[Item]:
+    refuse_invalid(ds)
     items = list(ds.iter_items(task=task, split=split, status=status))
     if not items:
         raise DatasetError(

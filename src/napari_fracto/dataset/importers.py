@@ -23,9 +23,10 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import TYPE_CHECKING, Any
 
+from napari_fracto.dataset.blobs import confined
 from napari_fracto.dataset.model import DatasetError, Status
 from napari_fracto.findings import AnalysisContext, Finding
 
@@ -103,15 +104,29 @@ def _context(metadata: dict[str, Any]) -> AnalysisContext:
 
 
 def _find_image(name: str, json_file: Path, images_dir: Path | None) -> Path | None:
-    base = Path(name).name
-    candidates = [images_dir / base] if images_dir else []
-    candidates += [
-        json_file.parent / name,
-        json_file.parent / "images" / base,
-        json_file.parent.parent / "images" / base,
-        json_file.parent.parent.parent / "images" / base,
-    ]
-    return next((c for c in candidates if c.is_file()), None)
+    """The image a JSON entry names, looked up only inside the folders it may come from.
+
+    A JSON file from someone else may name `../../secret` or `/etc/...`: only the base name is used
+    (in --images DIR, beside the JSON and in the nearby `images/` folders), a relative name only below the
+    JSON's folder, and a match that resolves (symlinks followed) outside its folder is refused.
+    """
+    base = PurePosixPath(name.replace("\\", "/")).name
+    if base in ("", ".", ".."):
+        return None
+    folders = [images_dir] if images_dir else []
+    folders += [json_file.parent / "images", json_file.parent.parent / "images"]
+    folders += [json_file.parent.parent.parent / "images"]
+    candidates = [(folder, folder / base) for folder in folders]
+    relative = PurePosixPath(name.replace("\\", "/"))
+    if not relative.is_absolute() and ".." not in relative.parts and not PureWindowsPath(name).drive:
+        candidates.insert(1 if images_dir else 0, (json_file.parent, json_file.parent / relative))
+    for folder, candidate in candidates:
+        if candidate.is_file():
+            try:
+                return confined(folder, candidate)
+            except DatasetError:
+                continue
+    return None
 
 
 def _map_labels(raw: Iterable[str], vocab: Any, summary: ImportSummary) -> tuple[list[str], list[str]]:
@@ -258,6 +273,11 @@ def import_class_folders(
             )
             continue
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            try:
+                path = confined(root, path)  # a symlink out of the class folders is not imported
+            except DatasetError as exc:
+                summary.skipped.append(str(exc))
+                continue
             if path.suffix.lower() not in suffixes:
                 if not path.name.startswith("."):
                     summary.skipped.append(f"{path}: not an image type the dataset stores")

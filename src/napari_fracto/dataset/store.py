@@ -7,6 +7,7 @@ leaves every committed save intact. Reviews are append-only, enforced by trigger
 
 from __future__ import annotations
 
+import errno
 import json
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -26,8 +27,59 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
+# --- errors a user can act on -----------------------------------------------------------------------
+
+
+def dataset_error(exc: BaseException, where: Path | str) -> DatasetError | None:
+    """The DatasetError (what happened, what to do) for a full disk, a read-only folder, or a corrupt or
+    foreign database file; None for anything else, which is a bug and must keep its traceback."""
+    if isinstance(exc, DatasetError):
+        return exc
+    text = str(exc).lower()
+    code = getattr(exc, "errno", None)
+    if code == errno.ENOSPC or "disk is full" in text or "database or disk is full" in text:
+        return DatasetError(
+            f"the disk holding {where} is full; nothing was lost (the last change was not saved): free some "
+            "space or move the dataset with `napari-fracto dataset backup`, then try again"
+        )
+    if code in (errno.EROFS, errno.EACCES, errno.EPERM) or "readonly" in text or "read-only" in text:
+        return DatasetError(
+            f"{where} cannot be written (a read-only folder or file system): copy it with "
+            "`napari-fracto dataset backup` to a folder you can write, or fix its permissions"
+        )
+    if isinstance(exc, sqlite3.DatabaseError) and (
+        "not a database" in text or "malformed" in text or "corrupt" in text
+    ):
+        return DatasetError(
+            f"{where} is damaged or is not a napari-fracto database ({exc}): run `napari-fracto dataset "
+            "doctor` on the folder; it says how to restore the newest backup or salvage the readable rows"
+        )
+    if isinstance(exc, sqlite3.OperationalError) and "unable to open" in text:
+        return DatasetError(
+            f"cannot open the database {where} ({exc}): check that the folder exists and is yours"
+        )
+    return None
+
+
+@contextmanager
+def user_errors(where: Path | str) -> Iterator[None]:
+    """Raise `dataset_error(...)` in place of the sqlite3/OS errors it knows; others pass unchanged."""
+    try:
+        yield
+    except (sqlite3.Error, OSError) as exc:
+        error = dataset_error(exc, where)
+        if error is None:
+            raise
+        raise error from None
+
+
 def connect(path: Path) -> sqlite3.Connection:
     """Open with the settings every writer must share (autocommit mode: transactions are explicit)."""
+    with user_errors(path):
+        return _connect(path)
+
+
+def _connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(
         path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
     )
@@ -259,12 +311,34 @@ def check_not_newer(conn: sqlite3.Connection, path: Path) -> None:
         row = conn.execute(
             "SELECT min_app_version, applied_by FROM schema_version ORDER BY version DESC LIMIT 1"
         ).fetchone()
-        need = row["min_app_version"]
-        raise DatasetVersionError(
-            f"the dataset {path} uses schema v{version}, written by napari-fracto {row['applied_by']}; "
-            f"this napari-fracto {__version__} reads up to v{SCHEMA_VERSION}. Upgrade napari-fracto to "
-            f">= {need} (pip install -U 'napari-fracto>={need}') to open it."
+        raise DatasetVersionError(version_message(path, version, row["min_app_version"], row["applied_by"]))
+
+
+def _newer(a: str, b: str) -> bool:
+    """True when version `a` is later than `b` (release numbers compared; unreadable ones never are)."""
+    try:
+        from packaging.version import Version
+
+        return Version(a) > Version(b)
+    except Exception:  # no packaging, or not a PEP 440 version: cannot tell, so do not claim it is newer
+        return False
+
+
+def version_message(path: Path, version: int, need: str, written_by: str) -> str:
+    """Why this napari-fracto cannot open a newer dataset, naming a version that can (a true one)."""
+    head = (
+        f"the dataset {path} uses schema v{version}, written by napari-fracto {written_by}; this "
+        f"napari-fracto {__version__} reads up to v{SCHEMA_VERSION}."
+    )
+    if _newer(need, __version__):
+        return (
+            f"{head} Upgrade napari-fracto to >= {need} (pip install -U 'napari-fracto>={need}') to open it."
         )
+    # The recorded minimum is not newer than this version: a development build wrote it.
+    return (
+        f"{head} It was written by a development build that records {need} as the minimum; install the "
+        f"napari-fracto that wrote it ({written_by}) or a later release to open it."
+    )
 
 
 def migrate(conn: sqlite3.Connection, db_path: Path) -> int | None:
@@ -274,8 +348,19 @@ def migrate(conn: sqlite3.Connection, db_path: Path) -> int | None:
     runs in one transaction, re-checked under the write lock so two processes never migrate twice.
     """
     check_not_newer(conn, db_path)
+    with user_errors(db_path):
+        return _migrate(conn, db_path)
+
+
+def _migrate(conn: sqlite3.Connection, db_path: Path) -> int | None:
     version = schema_version(conn)
     if version is None:
+        tables = sorted(_tables(conn))
+        if tables:
+            raise DatasetError(
+                f"{db_path} is an SQLite database of another program (tables: {', '.join(tables[:8])}), not "
+                "a napari-fracto dataset: open the dataset's own folder, or create one with `dataset create`"
+            )
         raise DatasetError(f"{db_path} holds no dataset tables; create a dataset with Dataset.create")
     if version == SCHEMA_VERSION:
         return None
@@ -284,12 +369,20 @@ def migrate(conn: sqlite3.Connection, db_path: Path) -> int | None:
         with sqlite3.connect(backup) as dst:
             conn.backup(dst)
         dst.close()
-    with transaction(conn):
-        start = schema_version(conn)
-        if start is None or start >= SCHEMA_VERSION:
-            return None
-        for migration in MIGRATIONS:
-            if migration.to_version > start:
-                migration.apply(conn)
-                _record_version(conn, migration)
+    try:
+        with transaction(conn):
+            start = schema_version(conn)
+            if start is None or start >= SCHEMA_VERSION:
+                return None
+            for migration in MIGRATIONS:
+                if migration.to_version > start:
+                    migration.apply(conn)
+                    _record_version(conn, migration)
+    except (ValueError, KeyError, IndexError, TypeError, sqlite3.IntegrityError) as exc:
+        # A malformed old database (bad JSON in a row, a missing column): nothing was changed.
+        raise DatasetError(
+            f"cannot upgrade {db_path} from schema v{version}: a row is malformed ({type(exc).__name__}: "
+            f"{str(exc)[:120]}). The database is unchanged and a copy is at {backup}; run "
+            "`napari-fracto dataset doctor` to salvage the readable rows"
+        ) from None
     return start

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from napari_fracto.dataset.core import Dataset
-from napari_fracto.dataset.model import ImageRecord, ReviewRecord, Status
+from napari_fracto.dataset.model import DatasetError, ImageRecord, ReviewRecord, Status
 
 DEFAULT_RARE = 10
 
@@ -173,13 +173,17 @@ def validate(ds: Dataset, *, check_hashes: bool = True) -> list[Problem]:
     known: set[str] = set()
     for item in ds.iter_items():
         image = item.image
-        known.add(ds.blobs.relpath(image.image_id, image.suffix))
-        if check_hashes:
-            issue = ds.blobs.verify(image.image_id, image.suffix)
-            if issue:
-                problems.append(Problem(issue, image.image_id))
-        elif not ds.blobs.path(image.image_id, image.suffix).is_file():
-            problems.append(Problem("image file missing", image.image_id))
+        try:
+            known.add(ds.blobs.relpath(image.image_id, image.suffix))
+            if check_hashes:
+                issue = ds.blobs.verify(image.image_id, image.suffix)
+                if issue:
+                    problems.append(Problem(issue, image.image_id))
+            elif not ds.blobs.path(image.image_id, image.suffix).is_file():
+                problems.append(Problem("image file missing", image.image_id))
+        except DatasetError as exc:  # an id that is not a hash, a path leaving the store: crafted
+            problems.append(Problem(str(exc), str(image.image_id)[:80]))
+            continue
         review = item.review
         if review is None or review.status is Status.SKIPPED:
             continue

@@ -188,6 +188,12 @@ def read_npz(path: str | Path) -> PtychoProduct:
     with np.load(path, allow_pickle=False) as npz:
         if "objectGuess" not in npz.files:
             raise PtychoFormatError(f"{path.name} has no 'objectGuess' array (it has {', '.join(npz.files)})")
+        not_arrays = [k for k in npz.files if not isinstance(npz[k], np.ndarray)]  # numpy hands back bytes
+        if not_arrays:
+            raise PtychoFormatError(
+                f"{', '.join(not_arrays[:5])} in {path.name}: not numpy arrays (a pickle or another "
+                "format in the archive), never loaded for safety; save plain arrays with numpy.savez"
+            )
         positions = None
         if "xcoords" in npz.files and "ycoords" in npz.files:
             positions = np.column_stack([npz["xcoords"].ravel(), npz["ycoords"].ravel()])

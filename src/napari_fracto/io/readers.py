@@ -98,6 +98,9 @@ def read_file(path: str | Path) -> list[LayerDataTuple]:
             "TIFF), or open an uncompressed TIFF which is memory-mapped"
         ) from exc
     except Exception as exc:  # a reader must never take napari down with an obscure traceback
+        known = _known_problem(exc)
+        if known is not None:
+            raise ReaderError(f"{path.name}: {known}") from exc
         raise ReaderError(
             f"could not read {path.name}: {type(exc).__name__}: {exc}. The file may be truncated or corrupt; "
             "try re-exporting it from the instrument software"
@@ -105,6 +108,27 @@ def read_file(path: str | Path) -> list[LayerDataTuple]:
     raise ReaderError(
         f"{path.name}: unsupported file type {suffix!r}; supported: {', '.join(sorted(SUPPORTED_SUFFIXES))}"
     )
+
+
+def _known_problem(exc: Exception) -> str | None:
+    """What an HDF5 or numpy error means for the user and what to do, for the errors we know; else None."""
+    text = str(exc).lower()
+    if "can't open file" in text or "unable to open external file" in text:
+        return (
+            "a dataset in it is an external link to another HDF5 file that is missing; copy that file next "
+            "to this one (with the name the link expects), or open the file the link points to"
+        )
+    if "too many links" in text or "link traversal failed" in text:
+        return (
+            "a dataset in it is a link that leads back to itself (a link loop); the file was written "
+            "wrongly: re-export it, or point the link at the real data with h5py"
+        )
+    if "object arrays cannot be loaded" in text or "pickle" in text:
+        return (
+            "it stores Python objects (pickled), which are never opened for safety; save plain numeric "
+            "arrays with numpy.save/numpy.savez"
+        )
+    return None
 
 
 # --- TIFF ----------------------------------------------------------------------------------------
@@ -288,6 +312,13 @@ def read_numpy(path: Path) -> list[LayerDataTuple]:
             return _array_layers(path, arrays, prefix_with_file=False)
         with np.load(path, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}
+        if any(
+            not isinstance(a, np.ndarray) for a in arrays.values()
+        ):  # numpy hands back other members as bytes
+            raise ReaderError(
+                f"{path.name} holds members that are not numpy arrays (a pickle or another format), which "
+                "are never loaded for safety; save plain numeric arrays with numpy.savez"
+            )
     except ValueError as exc:
         if "pickle" in str(exc).lower() or "python objects" in str(exc).lower():
             raise ReaderError(

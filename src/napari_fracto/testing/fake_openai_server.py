@@ -71,6 +71,12 @@ class Script:
     require_key: str | None = None  # answer 401 unless the bearer token equals it
     echo_key_in_errors: bool = False  # a careless server that repeats the key it got in its 401 text
     unknown_model_status: int = 404
+    trickle_s: float = 0.0  # seconds between the bytes of a 200 body: a server that never quite finishes
+    raw_body: bytes | None = None  # sent as the 200 body instead of a completion (e.g. malformed JSON)
+    pad_answer_to: int = 0  # pad the answer text with spaces to this many characters (an oversize body)
+    reasoning_models: tuple[str, ...] = ()  # reject any temperature but 1, as OpenAI's gpt-5/o-series do
+    finish_length: bool = False  # answer with finish_reason "length" (the text is the answer, maybe "")
+    reject_schema_like_gemini: bool = False  # 400 naming response_schema, as Gemini's OpenAI endpoint does
 
 
 @dataclass
@@ -100,6 +106,20 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
+
+    def _send_slowly(self, data: bytes, pause: float) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        for i in range(len(data)):
+            if self.server.state.closing.wait(pause):
+                return
+            try:
+                self.wfile.write(data[i : i + 1])
+                self.wfile.flush()
+            except OSError:  # the client gave up
+                return
 
     def _error(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         self._send(status, {"error": {"message": message, "type": "fake_error", "code": status}}, headers)
@@ -180,8 +200,39 @@ class _Handler(BaseHTTPRequestHandler):
                 "Use 'max_completion_tokens' instead.",
             )
             return
+        if body.get("model") in script.reasoning_models and body.get("temperature", 1) != 1:
+            self._error(
+                400,
+                f"Unsupported value: 'temperature' does not support {body.get('temperature')} with this "
+                "model. Only the default (1) value is supported.",
+            )
+            return
+        if script.reject_schema_like_gemini and "response_format" in body:
+            self._error(
+                400,
+                'Invalid JSON payload received. Unknown name "additionalProperties" at '
+                "'generation_config.response_schema.properties[0].value': Cannot find field.",
+            )
+            return
+        if script.raw_body is not None:
+            self._send_raw(script.raw_body)
+            return
         text = script.answer(body) if callable(script.answer) else script.answer
-        self._send(200, _completion(body, text, len(record.image_urls())))
+        text = text.ljust(script.pad_answer_to)
+        completion = _completion(body, text, len(record.image_urls()))
+        if script.finish_length:
+            completion["choices"][0]["finish_reason"] = "length"
+        if script.trickle_s:
+            self._send_slowly(json.dumps(completion).encode(), script.trickle_s)
+            return
+        self._send(200, completion)
+
+    def _send_raw(self, data: bytes) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
 
 def _completion(body: dict[str, Any], text: str, n_images: int) -> dict[str, Any]:
