@@ -112,17 +112,25 @@ def test_doctor_cleans_stale_temp_files_and_moves_orphans_but_not_fresh_ones(sma
         assert not has_errors(validate(ds))
 
 
-def _corrupt(root):
+def _corrupt(root, how="header"):
     db = root / DB_NAME
     data = bytearray(db.read_bytes())
-    data[:100] = os.urandom(100)  # the header: SQLite no longer recognises the file
+    if how == "header":
+        data[:100] = os.urandom(100)  # SQLite no longer recognises the file
+    else:
+        data = data[: len(data) // 2]  # a copy cut short
+        data[len(data) // 2 :] = os.urandom(len(data) - len(data) // 2)
     db.write_bytes(bytes(data))
 
 
-@pytest.mark.parametrize("command", ["validate", "info", "export"])
-def test_a_corrupt_database_is_a_message_pointing_to_doctor(small, command, capsys, tmp_path):
-    _corrupt(small)
-    extra = [tmp_path / "out.jsonl"] if command == "export" else []
+@pytest.mark.parametrize("how", ["header", "truncated"])
+@pytest.mark.parametrize("command", ["validate", "info", "export", "backup"])
+def test_a_corrupt_database_is_a_message_pointing_to_doctor(small, command, how, capsys, tmp_path):
+    with Dataset.open(small) as ds:  # enough rows that the damage reaches table pages
+        for i in range(40):
+            ds.save_review(ds.add_image(np.full((8, 8), 10 + i, dtype=np.uint8)), "fracture", [])
+    _corrupt(small, how)
+    extra = {"export": [tmp_path / "out.jsonl"], "backup": [tmp_path / "copy"]}.get(command, [])
     assert _cli(command, small, *extra) == 2
     err = capsys.readouterr().err
     assert "dataset doctor" in err
