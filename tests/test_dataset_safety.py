@@ -237,3 +237,21 @@ def test_info_json_still_works_after_a_backup(small, tmp_path, capsys):
     backup(small, tmp_path / "b")
     assert _cli("info", tmp_path / "b", "--json") == 0
     assert json.loads(capsys.readouterr().out)["tasks"]["fracture"]["statuses"] == {"reviewed": 3}
+
+
+def test_a_read_only_dataset_is_a_message_not_a_traceback(tiny_disk, tmp_path, capsys):
+    with Dataset.create(tiny_disk / "ds") as ds:
+        ds.save_review(ds.add_image(np.full((8, 8), 1, dtype=np.uint8)), "fracture", [])
+    if subprocess.run(["mount", "-o", "remount,ro", str(tiny_disk)]).returncode != 0:
+        pytest.skip("cannot remount read-only here")
+    _png(tmp_path / "classes" / "mist" / "a.png")
+    code = _cli("import", tiny_disk / "ds", tmp_path / "classes", "--format", "folders", "--task", "fracture")
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "read-only" in err
+    assert "Traceback" not in err
+
+
+def _png(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (16, 16), dtype=np.uint8)).save(path)
