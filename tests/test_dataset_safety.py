@@ -112,17 +112,25 @@ def test_doctor_cleans_stale_temp_files_and_moves_orphans_but_not_fresh_ones(sma
         assert not has_errors(validate(ds))
 
 
-def _corrupt(root):
+def _corrupt(root, how="header"):
     db = root / DB_NAME
     data = bytearray(db.read_bytes())
-    data[:100] = os.urandom(100)  # the header: SQLite no longer recognises the file
+    if how == "header":
+        data[:100] = os.urandom(100)  # SQLite no longer recognises the file
+    else:
+        data = data[: len(data) // 2]  # a copy cut short
+        data[len(data) // 2 :] = os.urandom(len(data) - len(data) // 2)
     db.write_bytes(bytes(data))
 
 
-@pytest.mark.parametrize("command", ["validate", "info", "export"])
-def test_a_corrupt_database_is_a_message_pointing_to_doctor(small, command, capsys, tmp_path):
-    _corrupt(small)
-    extra = [tmp_path / "out.jsonl"] if command == "export" else []
+@pytest.mark.parametrize("how", ["header", "truncated"])
+@pytest.mark.parametrize("command", ["validate", "info", "export", "backup"])
+def test_a_corrupt_database_is_a_message_pointing_to_doctor(small, command, how, capsys, tmp_path):
+    with Dataset.open(small) as ds:  # enough rows that the damage reaches table pages
+        for i in range(40):
+            ds.save_review(ds.add_image(np.full((8, 8), 10 + i, dtype=np.uint8)), "fracture", [])
+    _corrupt(small, how)
+    extra = {"export": [tmp_path / "out.jsonl"], "backup": [tmp_path / "copy"]}.get(command, [])
     assert _cli(command, small, *extra) == 2
     err = capsys.readouterr().err
     assert "dataset doctor" in err
@@ -229,3 +237,21 @@ def test_info_json_still_works_after_a_backup(small, tmp_path, capsys):
     backup(small, tmp_path / "b")
     assert _cli("info", tmp_path / "b", "--json") == 0
     assert json.loads(capsys.readouterr().out)["tasks"]["fracture"]["statuses"] == {"reviewed": 3}
+
+
+def test_a_read_only_dataset_is_a_message_not_a_traceback(tiny_disk, tmp_path, capsys):
+    with Dataset.create(tiny_disk / "ds") as ds:
+        ds.save_review(ds.add_image(np.full((8, 8), 1, dtype=np.uint8)), "fracture", [])
+    if subprocess.run(["mount", "-o", "remount,ro", str(tiny_disk)]).returncode != 0:
+        pytest.skip("cannot remount read-only here")
+    _png(tmp_path / "classes" / "mist" / "a.png")
+    code = _cli("import", tiny_disk / "ds", tmp_path / "classes", "--format", "folders", "--task", "fracture")
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "read-only" in err
+    assert "Traceback" not in err
+
+
+def _png(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (16, 16), dtype=np.uint8)).save(path)

@@ -430,6 +430,12 @@ def _read_adapter_config(adapter: str) -> dict[str, Any]:
             f"'{adapter}' has no adapter_config.json, so it is not a PEFT/LoRA adapter directory. Pass the "
             "folder written by the fine-tuning step (with adapter_config.json and adapter_model.safetensors)."
         )
+    if not (path / "adapter_model.safetensors").is_file() and any(path.glob("adapter_model*.bin")):
+        raise BackendError(
+            f"'{adapter}' holds its weights only as a pickle (adapter_model.bin), which is never loaded: a "
+            "pickle can run code. Use an adapter saved as adapter_model.safetensors (peft's default; re-save "
+            "it with save_pretrained(..., safe_serialization=True) where you trust the file)."
+        )
     try:
         return json.loads(config_file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:

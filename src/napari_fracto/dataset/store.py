@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -42,7 +43,14 @@ def dataset_error(exc: BaseException, where: Path | str) -> DatasetError | None:
             f"the disk holding {where} is full; nothing was lost (the last change was not saved): free some "
             "space or move the dataset with `napari-fracto dataset backup`, then try again"
         )
-    if code in (errno.EROFS, errno.EACCES, errno.EPERM) or "readonly" in text or "read-only" in text:
+    folder = Path(where) if Path(where).is_dir() else Path(where).parent
+    read_only = folder.exists() and not os.access(folder, os.W_OK)  # EROFS even for root
+    if (
+        code in (errno.EROFS, errno.EACCES, errno.EPERM)
+        or "readonly" in text
+        or "read-only" in text
+        or (read_only and isinstance(exc, sqlite3.OperationalError))
+    ):
         return DatasetError(
             f"{where} cannot be written (a read-only folder or file system): copy it with "
             "`napari-fracto dataset backup` to a folder you can write, or fix its permissions"
