@@ -255,3 +255,14 @@ def test_reconstruction_settings_go_in_the_query_prompt_and_the_record():
     plain = ScriptedBackend(_answer())
     analyze_array(np.random.default_rng(0).random((64, 64)), task="ptychography", backend=plain)
     assert "Reconstruction settings" not in plain.requests[0].turns[-1].parts[1]
+
+
+def test_an_answer_cut_by_the_token_limit_says_so_in_the_result():
+    from napari_fracto.backends.openai_backend import OpenAIBackend
+    from napari_fracto.testing.fake_openai_server import FakeOpenAIServer
+
+    partial = '{"labels": [{"label": "cleavage facets"}, {"lab'
+    with FakeOpenAIServer(answer=partial, finish_length=True) as server:
+        backend = OpenAIBackend("fake-model", base_url=server.base_url)
+        result = analyze_array(np.eye(64), task="fracture", backend=backend, max_new_tokens=32)
+    assert any("cut off by the token limit (max_new_tokens=32)" in p for p in result.problems)

@@ -159,6 +159,8 @@ def run_request(
         texts.append(reply.text if len(tiles) == 1 else f"[tile {index + 1} {region}]\n{reply.text}")
         parsed = parsing.parse_response(reply.text, vocab, advice_vocab=advice_vocab)
         parse_ok = parse_ok or parsed.ok
+        if reply.extra.get("cut_off"):  # a server said the answer hit the token limit: say so beside it
+            problems.append(str(reply.extra["cut_off"]))
         problems.extend(parsed.problems)
         unknown.extend(parsed.unknown_labels)
         advice_out.extend(parsed.advice)
