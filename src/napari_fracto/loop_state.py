@@ -27,6 +27,7 @@ class LoopState(EventedModel):
     adapter: str = BASE_MODEL  # adapter folder (or served LoRA name); "" = the base model
     last_run: str = ""  # run folder of the last training run started from this viewer
     last_adapter_name: str = ""  # registered name of the adapter that run produced ("" while none)
+    sent_to_review: tuple[str, ...] = ()  # image ids Analyze last sent to the dataset (Review queues them)
 
 
 _STATES: weakref.WeakKeyDictionary[Any, LoopState] = weakref.WeakKeyDictionary()

@@ -37,6 +37,7 @@ from qtpy.QtWidgets import (
 
 from napari_fracto.analysis_job import AnalysisJob, ExamplesChoice
 from napari_fracto.findings import AnalysisContext, AnalysisResult
+from napari_fracto.loop_state import loop_state
 from napari_fracto.overlay import advice_text, as_sentence, canvas_text, label_definition
 from napari_fracto.training.registry import AdapterChoice, adapter_choices
 from napari_fracto.viewer_layers import (
@@ -49,15 +50,20 @@ from napari_fracto.viewer_layers import (
     ptycho_parts,
 )
 from napari_fracto.vocabulary import analysis_tasks
+from napari_fracto.widgets._binding import bind_text
 from napari_fracto.widgets._common import (
+    DEVICES,
+    ErrorPanel,
     Outcome,
     ProgressRelay,
     hbox,
     run_catching,
+    scrolling_body,
     show_error,
     show_info,
     show_warning,
 )
+from napari_fracto.widgets.send_to_review import Item, SendToReview
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -79,7 +85,6 @@ NO_POSITIONS_TIP = (
     "(Ptychodus .h5, CXI with translations, .npz with xcoords/ycoords), which adds the '... scan "
     "positions' and '... probe amplitude' layers."
 )
-DEVICES = ("auto", "cuda", "mps", "cpu")
 ADAPTER_TIP = (
     "A LoRA adapter: pick one registered by training (for the task and model above) or type a folder. "
     "With an OpenAI-compatible server: the served LoRA name."
@@ -124,6 +129,9 @@ class AnalyzeWidget(QWidget):
         self.make_backend: Callable[[BackendSettings, str | None], Backend] = _default_make_backend
         self.confirm_remote: Callable[[str], bool] = _ask_user
         self.last_result: AnalysisResult | None = None
+        self.state = loop_state(napari_viewer)
+        self._results: dict[str, tuple[AnalysisResult, Plane | None]] = {}  # image layer -> last result
+        self._shown_for: str | None = None  # the image whose verdict is on the canvas
         self._backend: Backend | None = None
         self._backend_key: str | None = None
         self._job: AnalysisJob | None = None
@@ -136,17 +144,39 @@ class AnalyzeWidget(QWidget):
         self._refresh_layers()
         self.viewer.layers.events.inserted.connect(self._on_layer_inserted)
         self.viewer.layers.events.removed.connect(self._refresh_layers)
+        self.viewer.layers.selection.events.active.connect(self._on_active_layer)
         for layer in self.viewer.layers:
             layer.events.name.connect(self._refresh_layers)
+        self._bind_state()
         self._set_busy(False)
+
+    def _bind_state(self) -> None:
+        """Task, backend, model, device, examples dataset and adapter are the viewer's shared choices."""
+        bind_text(self.task_combo, self.state, "task")
+        bind_text(self.kind_combo, self.state, "kind")
+        bind_text(self.model_edit, self.state, "model")
+        bind_text(self.device_combo, self.state, "device")
+        bind_text(self.examples_edit, self.state, "dataset")
+        if self.state.adapter:
+            self.set_adapter_path(self.state.adapter)
+        else:
+            self.state.adapter = self.adapter_path()
+        self.state.events.adapter.connect(self._on_shared_adapter)
+        self.state.events.model.connect(self.refresh_adapters)
+
+    def _on_shared_adapter(self, path: str) -> None:
+        """Another dock chose an adapter (e.g. training just registered one): list and select it."""
+        if path != self.adapter_path():
+            self.refresh_adapters()
+            self.set_adapter_path(path)
 
     # ---- UI -------------------------------------------------------------------------------------------
     def _build_ui(self) -> None:
-        layout = QVBoxLayout(self)
+        layout = scrolling_body(self)
         form = QFormLayout()
         self.image_combo = QComboBox()
         self.image_combo.setToolTip("The image layer to analyse; for a stack, the plane on screen.")
-        self.image_combo.currentTextChanged.connect(self._update_display)
+        self.image_combo.currentTextChanged.connect(self._on_image_chosen)
         self.task_combo = QComboBox()
         self.task_combo.addItems(analysis_tasks())
         self.task_combo.currentTextChanged.connect(self._on_task_changed)
@@ -212,6 +242,7 @@ class AnalyzeWidget(QWidget):
         self.adapter_combo.lineEdit().setPlaceholderText("none; a fine-tuned adapter or a LoRA folder")
         self.adapter_combo.setToolTip(ADAPTER_TIP)
         self.adapter_combo.currentIndexChanged.connect(self._on_adapter_chosen)
+        self.adapter_combo.currentTextChanged.connect(self._share_adapter)
         self.adapter_combo.setSizeAdjustPolicy(
             QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
         )
@@ -289,7 +320,10 @@ class AnalyzeWidget(QWidget):
         self.progress_bar.setTextVisible(False)
         layout.addWidget(self.progress_bar)
         self.status_label = QLabel("")
+        self.status_label.setWordWrap(True)
         layout.addWidget(self.status_label)
+        self.error_panel = ErrorPanel()
+        layout.addWidget(self.error_panel)
 
         self.verdict_label = QLabel("")
         self.verdict_label.setWordWrap(True)
@@ -331,6 +365,9 @@ class AnalyzeWidget(QWidget):
         self.raw_text.setMaximumHeight(160)
         self.raw_section = _Section("Model answer", self.raw_text, expanded=False)
         layout.addWidget(self.raw_section)
+        self.send_to_review = SendToReview(self.state, self.review_items)
+        self.review_section = _Section("Send to review", self.send_to_review, expanded=True)
+        layout.addWidget(self.review_section)
         layout.addStretch(1)
 
     def _browse_dir(self, edit: QLineEdit, title: str) -> None:
@@ -419,8 +456,14 @@ class AnalyzeWidget(QWidget):
             combo.setEditText(path)
         self._on_adapter_chosen()
 
+    def _share_adapter(self, *_: Any) -> None:
+        state = getattr(self, "state", None)
+        if state is not None and state.adapter != self.adapter_path():
+            state.adapter = self.adapter_path()
+
     def _on_adapter_chosen(self, *_: Any) -> None:
         """The chosen adapter's base model and evaluation as the field's tooltip."""
+        self._share_adapter()
         path = self.adapter_path()
         choice = next((c for c in getattr(self, "_adapter_choices", []) if c.path == path), None)
         self.adapter_combo.setToolTip(choice.tooltip if choice is not None else ADAPTER_TIP)
@@ -467,6 +510,71 @@ class AnalyzeWidget(QWidget):
     def _on_layer_inserted(self, event: Any) -> None:
         event.value.events.name.connect(self._refresh_layers)
         self._refresh_layers()
+        self._follow(event.value)
+
+    def _on_active_layer(self, event: Any) -> None:
+        self._follow(event.value)
+
+    def _follow(self, layer: Any) -> None:
+        """The image choice follows the layer the user opened or selected; a ptychography product
+        selects its phase layer and the ptychography task. Never while a run is on its way."""
+        if layer is None or self.busy:
+            return
+        images = self._image_layers()
+        target = None
+        if layer in images:
+            target = layer
+        elif DISPLAY_OF in getattr(layer, "metadata", {}):
+            return  # the derived display layer: the original stays chosen
+        for candidate in images:  # the amplitude (or scan positions) of a product: its phase
+            if candidate is not layer and ptycho_parts(self.viewer, candidate) is not None:
+                base = candidate.name.removesuffix(" phase")
+                if layer.name.startswith(base + " ") and (target is None or target is layer):
+                    target = candidate
+        if target is None:
+            return
+        if ptycho_parts(self.viewer, target) is not None:
+            self.task_combo.setCurrentText("ptychography")
+        if self.image_combo.currentText() != target.name:
+            self.image_combo.setCurrentText(target.name)
+
+    def _on_image_chosen(self, name: str) -> None:
+        """Another image: its own last result (or none) replaces the verdict of the previous one."""
+        if self._shown_for is not None and name != self._shown_for:
+            self._clear_result_view()
+            if name in self._results:
+                result, _plane = self._results[name]
+                self._show_panel(result)
+        self._update_display()
+
+    def _clear_result_view(self) -> None:
+        overlay = canvas_text_overlay(self.viewer)
+        overlay.text = ""
+        overlay.visible = False
+        for label in (self.verdict_label, self.unknown_label, self.advice_label, self.disagreement_label):
+            label.setText("")
+        self.results_table.setRowCount(0)
+        self.evidence_section.setVisible(False)
+        self.raw_text.setPlainText("")
+        self._shown_for = None
+
+    def review_items(self, every_image: bool) -> list[Item]:
+        """What Send to review stores: the chosen image (or all), the plane analysed, the last result."""
+        layers = self._image_layers() if every_image else [self._selected_layer()]
+        items = []
+        task = self.task_combo.currentText()
+        for layer in layers:
+            if layer is None:
+                continue
+            result, plane = self._results.get(layer.name, (None, None))
+            if plane is None:
+                try:
+                    plane = displayed_plane(layer, self.viewer)
+                except ValueError as exc:
+                    show_warning(f"Not sent: {layer.name}: {exc}")
+                    continue
+            items.append(Item(layer.name, plane.array, result.task if result else task, result))
+        return items
 
     def _refresh_layers(self, *_: Any) -> None:
         current = self.image_combo.currentText()
@@ -769,8 +877,8 @@ class AnalyzeWidget(QWidget):
             if outcome.cancelled:
                 self.status_label.setText("Cancelled.")
             elif outcome.error:
-                self.status_label.setText("Failed; see the notification.")
-                show_error(outcome.error)
+                self.status_label.setText("Failed.")
+                self.error_panel.show_outcome(outcome)
             else:
                 self.show_result(outcome.value, layer, plane)
         finally:
@@ -784,6 +892,7 @@ class AnalyzeWidget(QWidget):
             findings_layer_name,
             findings_to_shapes,
             unknown_labels_text,
+            update_findings_layer,
             verdict_text,
         )
         from napari_fracto.vocabulary import load_vocabulary
@@ -798,26 +907,21 @@ class AnalyzeWidget(QWidget):
                 image_name=layer.name,
                 scale=tuple(layer.scale),
                 translate=tuple(layer.translate),
+                units=tuple(str(u) for u in layer.units),
                 plane=plane.leading if plane is not None else (),
             )
             name = findings_layer_name(layer.name)
             if name in self.viewer.layers:
-                self.viewer.layers.remove(name)
-            shapes = self.viewer.add_shapes(spec.data or None, **spec.layer_kwargs())
+                shapes = self.viewer.layers[name]
+                update_findings_layer(shapes, spec)  # one layer update, no remove + add
+            else:
+                shapes = self.viewer.add_shapes(spec.data or None, **spec.layer_kwargs())
+            self._results[layer.name] = (result, plane)
+            self._shown_for = layer.name
         else:
             show_info("The image layer was closed while it was analysed; results are shown here only.")
-
-        overlay = canvas_text_overlay(self.viewer)
-        overlay.text = canvas_text(result, verdict)
-        overlay.box = True  # readable on bright and dark images alike
-        overlay.visible = True
-
-        self.verdict_label.setText(verdict)
-        self._fill_table(result, vocab)
-        self.unknown_label.setText(unknown_labels_text(result))
-        self.advice_label.setText(advice_text(result))
-        self._show_evidence(result)
-        self.raw_text.setPlainText(result.raw_text)
+        self.error_panel.clear()
+        self._show_panel(result, vocab, verdict)
         self.status_label.setText(f"Done in {result.seconds:.1f} s ({result.backend}: {result.model}).")
         self.last_result = result
         if not result.parse_ok:
@@ -826,6 +930,25 @@ class AnalyzeWidget(QWidget):
             show_info(unknown_labels_text(result) + ". Add them to the vocabulary if they are real findings.")
         self.result_ready.emit(result)
         return shapes
+
+    def _show_panel(self, result: AnalysisResult, vocab: Any = None, verdict: str | None = None) -> None:
+        """The verdict on the canvas and the panel's table, advice, evidence and raw answer."""
+        from napari_fracto.overlay import unknown_labels_text, verdict_text
+        from napari_fracto.vocabulary import load_vocabulary
+
+        vocab = vocab if vocab is not None else load_vocabulary(result.task)
+        verdict = verdict if verdict is not None else verdict_text(result, vocab)
+        overlay = canvas_text_overlay(self.viewer)
+        overlay.text = canvas_text(result, verdict)
+        overlay.box = True  # readable on bright and dark images alike
+        overlay.visible = True
+        self.verdict_label.setText(verdict)
+        self._fill_table(result, vocab)
+        self.unknown_label.setText(unknown_labels_text(result))
+        self.advice_label.setText(advice_text(result))
+        self._show_evidence(result)
+        self.raw_text.setPlainText(result.raw_text)
+        self._shown_for = self.image_combo.currentText() or self._shown_for
 
     def _show_evidence(self, result: AnalysisResult) -> None:
         from napari_fracto.ptycho.prepare import evidence_lines
