@@ -31,8 +31,11 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_fracto.loop_state import loop_state
 from napari_fracto.vocabulary import analysis_tasks
-from napari_fracto.widgets._common import hbox, show_error, show_info, show_warning
+from napari_fracto.widgets._binding import bind_text
+from napari_fracto.widgets._common import hbox, scrolling_body, show_error, show_info, show_warning
+from napari_fracto.widgets.review_predict import PredictSection
 
 if TYPE_CHECKING:
     import napari
@@ -83,16 +86,53 @@ class ReviewWidget(QWidget):
         self._vocab: Any = None
         self._advice_names: list[str] = []  # the advice vocabulary when the task has one
         self._syncing = False
+        self.state = loop_state(napari_viewer)
         self._build_ui()
         self._bind_keys()
+        bind_text(self.dataset_edit, self.state, "dataset")
+        bind_text(self.task_combo, self.state, "task")
+        self.state.events.sent_to_review.connect(self._on_sent)
         self._set_enabled()
+
+    # ---- the loop: images sent from Analyze ------------------------------------------------------------
+    def _on_sent(self, image_ids: tuple[str, ...]) -> None:
+        """Analyze sent images to the shared dataset: queue them here, first unreviewed on screen."""
+        from napari_fracto.review import QueueEntry, ReviewQueue
+
+        if not image_ids:
+            return
+        root = Path(self.state.dataset).expanduser()
+        is_open = self.dataset is not None and Path(self.dataset.root).resolve() == root.resolve()
+        if not is_open and not self.open_dataset(root, resume=False):
+            return
+        entries = [
+            QueueEntry(i, self.dataset.image(i).original_name or i[:12]) for i in dict.fromkeys(image_ids)
+        ]
+        task = self.dataset.image(entries[0].image_id).task or self.task_combo.currentText()
+        queue = ReviewQueue(self.dataset, task, entries, key="analyze", source="sent from Analyze")
+        queue._persist()
+        self._start(queue)
+
+    def queue_entries(self) -> tuple[Path, str, list[tuple[str, str]]] | None:
+        """What "Run the model" works on: the dataset folder, the task and the queue's images."""
+        if self.dataset is None or self.queue is None:
+            return None
+        return Path(self.dataset.root), self.queue.task, [(e.image_id, e.name) for e in self.queue.entries]
+
+    def _on_predicted(self, count: int) -> None:
+        """New predictions are in the dataset: statuses and the unedited sessions come from there again."""
+        if self.queue is None or not count:
+            return
+        self.queue.refresh()
+        self._sessions = {k: v for k, v in self._sessions.items() if v.dirty}
+        self.show_image(self.queue.position)
 
     # ---- UI -------------------------------------------------------------------------------------------
     def _build_ui(self) -> None:
         from napari_fracto.dataset.core import default_reviewer
 
         self.setToolTip(keys_help())
-        layout = QVBoxLayout(self)
+        layout = scrolling_body(self)
         form = QFormLayout()
         self.dataset_edit = QLineEdit()
         self.dataset_edit.setPlaceholderText("folder of the corrections dataset (created if new)")
@@ -118,6 +158,10 @@ class ReviewWidget(QWidget):
         self.all_button.setToolTip("Review every image of the task in the dataset (e.g. after autolabel).")
         self.all_button.clicked.connect(self.review_dataset)
         layout.addWidget(hbox(self.open_folder_button, self.open_file_button, self.all_button))
+
+        self.predict = PredictSection(self.state, self.queue_entries)
+        self.predict.finished.connect(self._on_predicted)
+        layout.addWidget(self.predict)
 
         self.progress_label = QLabel("Open a dataset to start.")
         self.progress_label.setStyleSheet("font-weight: bold")
@@ -289,7 +333,7 @@ class ReviewWidget(QWidget):
             self.open_source(path)
 
     # ---- opening --------------------------------------------------------------------------------------
-    def open_dataset(self, path: str | Path) -> bool:
+    def open_dataset(self, path: str | Path, *, resume: bool = True) -> bool:
         """Open (or create) the dataset and continue its last queue where it was left."""
         from napari_fracto.dataset import Dataset, DatasetError
         from napari_fracto.review import ReviewQueue
@@ -306,7 +350,7 @@ class ReviewWidget(QWidget):
         self._close_dataset()
         self.dataset = dataset
         self.dataset_edit.setText(str(dataset.root))
-        queue = ReviewQueue.resume(dataset)
+        queue = ReviewQueue.resume(dataset) if resume else None
         if queue is None:
             self.progress_label.setText("Open a folder, a stack or results to review.")
             self._set_enabled()
@@ -414,12 +458,15 @@ class ReviewWidget(QWidget):
             scale=tuple(image_layer.scale) if image_layer is not None else None,
             translate=tuple(image_layer.translate) if image_layer is not None else None,
         )
+        if image_layer is not None:  # one unit across layers: no "inconsistent units" warning
+            spec.units = tuple(str(u) for u in image_layer.units)
         self._syncing = True
         try:
             self.shapes_layer = self.viewer.add_shapes(spec.data or None, **spec.layer_kwargs())
         finally:
             self._syncing = False
         self._layers.append(self.shapes_layer)
+        self.viewer.reset_view()  # each image fits the canvas, whatever the previous one's scale
         self.shapes_layer.events.data.connect(self._on_shapes_changed)
         self.viewer.layers.selection.active = self.shapes_layer
         self._set_new_shape_defaults()
