@@ -238,7 +238,7 @@ class ReviewWidget(QWidget):
 
         grid = QGridLayout()
         self.save_button = QPushButton("Save (W)")
-        self.save_button.clicked.connect(self.save)
+        self.save_button.clicked.connect(lambda: self.save())  # not clicked(checked) as the status
         self.accept_next_button = QPushButton("Accept all + next (G)")
         self.accept_next_button.clicked.connect(self.accept_all_and_next)
         self.skip_button = QPushButton("Skip (Q)")

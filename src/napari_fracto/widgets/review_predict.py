@@ -1,7 +1,8 @@
-"""Review's "Run the model" section: predictions for the queue's images nobody has reviewed yet.
+"""Review's "Run the model" section: predictions for the queue's images that have none yet.
 
 The model runs in a worker with the viewer's shared model and adapter (what Analyze uses), on the
-images the queue holds that have no saved review (unlabelled, or an unchecked older prediction); each
+images the queue holds with nothing saved (unlabelled: no prediction, no review; a stored prediction,
+e.g. one sent from Analyze with its display options, is never overwritten); each
 result is stored whole with `Dataset.save_prediction`, so Review shows it as the findings to check.
 The worker opens its own dataset connection; the Qt thread only starts it and shows progress.
 """
@@ -53,7 +54,7 @@ def predict_unreviewed(
     cancel: threading.Event,
     progress: Callable[[int, int, str], None],
 ) -> int:
-    """Predict every (image id, name) of `entries` without a reviewed or skipped review; returns how many
+    """Predict every (image id, name) of `entries` with nothing saved (unlabelled); returns how many
     predictions were stored. Worker-thread code (own dataset connection, own backend)."""
     from napari_fracto.analysis import analyze_array
     from napari_fracto.backends.base import CancelledError
@@ -65,7 +66,7 @@ def predict_unreviewed(
         todo = []
         for image_id, name in entries:
             review = ds.latest_review(image_id, task)
-            if review is None or review.status in (Status.UNREVIEWED, Status.UNLABELLED):
+            if review is None or review.status is Status.UNLABELLED:
                 todo.append((image_id, name))
         if not todo:
             return 0
@@ -107,9 +108,9 @@ class PredictSection(QWidget):
         self._relay.progress.connect(self._on_progress)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        self.run_button = QPushButton("Run the model on unreviewed")
+        self.run_button = QPushButton("Run the model on unlabelled")
         self.run_button.setToolTip(
-            "Predict the queue's images nobody has reviewed, with the model and adapter chosen in Analyze."
+            "Predict the queue's images that have no prediction yet, with Analyze's model and adapter."
         )
         self.run_button.clicked.connect(self.start)
         self.cancel_button = QPushButton("Cancel")
@@ -188,6 +189,8 @@ class PredictSection(QWidget):
         else:
             count = int(outcome.value)
             self.status_label.setText(
-                f"{count} prediction(s) stored." if count else "Every image of the queue is reviewed already."
+                f"{count} prediction(s) stored."
+                if count
+                else "Every image of the queue has a prediction already."
             )
         self.finished.emit(count)
