@@ -27,12 +27,18 @@ FAST = ["--batch-size", "2", "--grad-accum", "1", "--max-image-tokens", "16", "-
 SHOTS = os.environ.get("NAPARI_FRACTO_SCREENSHOTS", "")
 
 
-def _shot(viewer, name: str, qtbot) -> None:
-    """A screenshot of the whole window for the README walkthrough (only when asked for)."""
+def _shot(viewer, name: str, qtbot, *front) -> None:
+    """A screenshot of the whole window for the README walkthrough (only when asked for), with the
+    docks `front` raised in their tab groups."""
     if not SHOTS:
         return
+    from qtpy.QtCore import Qt
     from qtpy.QtWidgets import QApplication
 
+    docks = [widget.parent() for widget in front]  # the QDockWidgets napari made (tabs of their groups)
+    for dock in docks:
+        dock.raise_()
+    docks[0].parentWidget().resizeDocks(docks, [390] * len(docks), Qt.Orientation.Vertical)
     qtbot.wait(200)
     QApplication.processEvents()
     Path(SHOTS).mkdir(parents=True, exist_ok=True)
@@ -50,12 +56,12 @@ def window(make_napari_viewer, qtbot):
     if SHOTS:
         viewer.window.resize(1280, 800)
     docks = {}
-    for name, cls in (("Analyze", AnalyzeWidget), ("Review", ReviewWidget)):
+    for name, cls in (("Analyze", AnalyzeWidget), ("Train", TrainWidget)):
         docks[name] = cls(viewer)
-        viewer.window.add_dock_widget(docks[name], name=name, area="right")
-    for name, cls in (("Train", TrainWidget), ("Evaluate", EvaluateWidget)):
+        viewer.window.add_dock_widget(docks[name], name=name, area="right", tabify=name == "Train")
+    for name, cls in (("Review", ReviewWidget), ("Evaluate", EvaluateWidget)):
         docks[name] = cls(viewer)
-        viewer.window.add_dock_widget(docks[name], name=name, area="right", tabify=True)
+        viewer.window.add_dock_widget(docks[name], name=name, area="right", tabify=name == "Evaluate")
     yield viewer, docks
     docks["Train"].shutdown()
 
@@ -65,6 +71,9 @@ def _scripted(answer: str = ANSWER):
 
 
 def test_the_whole_loop_by_widget_actions(window, qtbot, tmp_path, tiny_vlm_dir):
+    from napari.utils.notifications import notification_manager
+
+    first_note = len(notification_manager.records)
     viewer, docks = window
     analyze, review, train, evaluate = (docks[k] for k in ("Analyze", "Review", "Train", "Evaluate"))
 
@@ -94,7 +103,7 @@ def test_the_whole_loop_by_widget_actions(window, qtbot, tmp_path, tiny_vlm_dir)
     # the shared state already carries the choices to the other docks
     assert train.task_edit.text() == "fracture"
     assert train.model_combo.currentText() == str(tiny_vlm_dir)
-    _shot(viewer, "1-analyze", qtbot)
+    _shot(viewer, "1-analyze", qtbot, analyze, review)
 
     # 3. Send to review: every open image into a new dataset, chosen once
     ds_dir = tmp_path / "ds"
@@ -122,19 +131,23 @@ def test_the_whole_loop_by_widget_actions(window, qtbot, tmp_path, tiny_vlm_dir)
     moved = np.asarray(review.shapes_layer.data[0]) + 10.0
     review.shapes_layer.data = [moved]
     qtbot.waitUntil(lambda: "edited" in review.table.item(0, 2).text(), timeout=5000)
-    _shot(viewer, "2-review", qtbot)
+    _shot(viewer, "2-review", qtbot, analyze, review)
     assert review.save_button.isEnabled()
     review.save_button.click()
     stored = review.dataset.latest_review(review.queue.current.image_id)
     assert stored.status.value == "reviewed"
     box = stored.corrected[0].box
-    # the stored image has no calibration: Review shows it in pixels, so the drag moved it 10 pixels
+    # the drag moved the box 10 pixels (layer data coordinates), on an image shown calibrated like the
+    # layer it was sent from
     assert box.x1 == pytest.approx(stored.predicted[0].box.x1 + 10.0, abs=0.5)
+    np.testing.assert_allclose(review.shapes_layer.scale, sample.scale)
     assert stored.backend == "scripted"  # the model's record is kept with the correction
     review.unreviewed_button.click()
     for _ in range(5):  # accept all + next unreviewed
         review.accept_next_button.click()
     assert review.queue.progress_text().startswith("6 / 6")
+    notes = [str(n.message) for n in notification_manager.records[first_note:]]
+    assert not [n for n in notes if "units" in n], notes  # one unit across Analyze's and Review's layers
 
     # 6. Split (the small-dataset rule) and 7. train on CPU with the tiny model
     with qtbot.waitSignal(train.split_done, timeout=30_000):
@@ -150,7 +163,7 @@ def test_the_whole_loop_by_widget_actions(window, qtbot, tmp_path, tiny_vlm_dir)
     rows = [train.results_table.item(r, 0).text() for r in range(train.results_table.rowCount())]
     note = train.evaluation_label.text()
     assert rows == ["base", "adapter loop-adapter"] or note.startswith("No evaluation")
-    _shot(viewer, "3-train", qtbot)
+    _shot(viewer, "3-train", qtbot, train, review)
     # the new adapter is selected in Analyze, and ticked beside the base model in Evaluate
     adapter = analyze.adapter_path()
     assert adapter
@@ -169,7 +182,7 @@ def test_the_whole_loop_by_widget_actions(window, qtbot, tmp_path, tiny_vlm_dir)
     assert configs[0].fingerprint() != configs[1].fingerprint()
     assert evaluate.table.item(0, 0).text().startswith("base model")
     assert evaluate.table.item(1, 0).text().startswith("loop-adapter")
-    _shot(viewer, "4-evaluate", qtbot)
+    _shot(viewer, "4-evaluate", qtbot, train, evaluate)
 
     # 9. Analyze again, now with the real tiny model and the adapter
     from napari_fracto.widgets.analyze import _default_make_backend
@@ -181,7 +194,7 @@ def test_the_whole_loop_by_widget_actions(window, qtbot, tmp_path, tiny_vlm_dir)
     assert analyze.last_result is not None, analyze.error_panel.text
     assert analyze.last_result.adapter, "the second Analyze ran without the adapter"
     assert Path(analyze.last_result.adapter).name == Path(adapter).name
-    _shot(viewer, "5-analyze-again", qtbot)
+    _shot(viewer, "5-analyze-again", qtbot, analyze, evaluate)
 
 
 def test_base_model_row_never_inherits_the_adapter_analyze_saved(make_napari_viewer, tmp_path):

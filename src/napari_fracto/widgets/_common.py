@@ -31,7 +31,7 @@ logger = logging.getLogger("napari_fracto")
 #: device choices of the local backend (one list for every widget)
 DEVICES = ("auto", "cuda", "mps", "cpu")
 #: the widths napari docks open at, and what every panel must fit in (two docks on a 1280 x 800 screen)
-DOCK_MIN_WIDTH = 300
+DOCK_MIN_WIDTH = 320
 
 
 def show_error(message: str) -> None:
@@ -133,6 +133,28 @@ def scrolling_body(widget: QWidget) -> QVBoxLayout:
     widget.scroll_area = area  # type: ignore[attr-defined]
     widget.setMinimumWidth(DOCK_MIN_WIDTH)
     return QVBoxLayout(body)
+
+
+def fit_width(widget: QWidget, width: int = DOCK_MIN_WIDTH) -> None:
+    """Let every combo box of `widget` shrink to a few characters (a long layer name or path would
+    otherwise widen the whole dock and cut its right edge); the full text stays in the tooltip."""
+    from qtpy.QtWidgets import QComboBox
+
+    for combo in widget.findChildren(QComboBox):
+        combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        combo.setMinimumContentsLength(8)
+        combo.setMinimumWidth(80)  # an explicit minimum wins over the (cached) size hint in layouts
+        combo.setSizePolicy(QSizePolicy.Policy.Expanding, combo.sizePolicy().verticalPolicy())
+    from qtpy.QtWidgets import QFormLayout
+
+    for child in [widget, *widget.findChildren(QWidget)]:
+        layout = child.layout()
+        if isinstance(layout, QFormLayout):  # narrow dock: a long label goes above its field
+            layout.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
+        for form in child.findChildren(QFormLayout):
+            form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
+        if layout is not None:
+            layout.invalidate()
 
 
 class ErrorPanel(QWidget):

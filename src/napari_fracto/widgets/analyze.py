@@ -56,6 +56,7 @@ from napari_fracto.widgets._common import (
     ErrorPanel,
     Outcome,
     ProgressRelay,
+    fit_width,
     hbox,
     run_catching,
     scrolling_body,
@@ -148,6 +149,7 @@ class AnalyzeWidget(QWidget):
         for layer in self.viewer.layers:
             layer.events.name.connect(self._refresh_layers)
         self._bind_state()
+        fit_width(self)
         self._set_busy(False)
 
     def _bind_state(self) -> None:
@@ -573,7 +575,9 @@ class AnalyzeWidget(QWidget):
                 except ValueError as exc:
                     show_warning(f"Not sent: {layer.name}: {exc}")
                     continue
-            items.append(Item(layer.name, plane.array, result.task if result else task, result))
+            scale = tuple(float(s) for s in layer.scale[-2:])
+            units = tuple(str(u) for u in layer.units[-2:])
+            items.append(Item(layer.name, plane.array, result.task if result else task, result, scale, units))
         return items
 
     def _refresh_layers(self, *_: Any) -> None:

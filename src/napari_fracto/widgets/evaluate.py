@@ -43,6 +43,7 @@ from napari_fracto.widgets._common import (
     ErrorPanel,
     Outcome,
     ProgressRelay,
+    fit_width,
     run_catching,
     scrolling_body,
     show_info,
@@ -133,6 +134,7 @@ class EvaluateWidget(QWidget):
         self.state.events.model.connect(self.refresh_models)
         self.state.events.kind.connect(self.refresh_models)
         self.refresh_models()
+        fit_width(self)
 
     # --- UI ------------------------------------------------------------------------------------------
 
@@ -175,9 +177,9 @@ class EvaluateWidget(QWidget):
         self.select_combo = QComboBox()
         self.select_combo.addItems(["similar", "random"])
         form.addRow("Examples", self.select_combo)
-        self.context_check = QCheckBox("send the sample context")
+        self.context_check = QCheckBox("send sample context")
         self.context_check.setChecked(True)
-        self.advice_check = QCheckBox("ask and score reconstruction advice (ptychography)")
+        self.advice_check = QCheckBox("score advice (ptychography)")
         form.addRow("", self.context_check)
         form.addRow("", self.advice_check)
         self.compare_edit = QLineEdit()

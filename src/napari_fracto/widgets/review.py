@@ -34,7 +34,7 @@ from qtpy.QtWidgets import (
 from napari_fracto.loop_state import loop_state
 from napari_fracto.vocabulary import analysis_tasks
 from napari_fracto.widgets._binding import bind_text
-from napari_fracto.widgets._common import hbox, scrolling_body, show_error, show_info, show_warning
+from napari_fracto.widgets._common import fit_width, hbox, scrolling_body, show_error, show_info, show_warning
 from napari_fracto.widgets.review_predict import PredictSection
 
 if TYPE_CHECKING:
@@ -93,6 +93,7 @@ class ReviewWidget(QWidget):
         bind_text(self.task_combo, self.state, "task")
         self.state.events.sent_to_review.connect(self._on_sent)
         self._set_enabled()
+        fit_width(self)
 
     # ---- the loop: images sent from Analyze ------------------------------------------------------------
     def _on_sent(self, image_ids: tuple[str, ...]) -> None:
@@ -157,7 +158,8 @@ class ReviewWidget(QWidget):
         self.all_button = QPushButton("Whole dataset")
         self.all_button.setToolTip("Review every image of the task in the dataset (e.g. after autolabel).")
         self.all_button.clicked.connect(self.review_dataset)
-        layout.addWidget(hbox(self.open_folder_button, self.open_file_button, self.all_button))
+        layout.addWidget(hbox(self.open_folder_button, self.all_button))
+        layout.addWidget(self.open_file_button)
 
         self.predict = PredictSection(self.state, self.queue_entries)
         self.predict.finished.connect(self._on_predicted)
@@ -265,7 +267,7 @@ class ReviewWidget(QWidget):
                 self.redo_button,
             )
         ):
-            grid.addWidget(b, i // 3, i % 3)
+            grid.addWidget(b, i // 2, i % 2)
         layout.addLayout(grid)
         self.status_label = QLabel("")
         self.status_label.setWordWrap(True)
@@ -445,6 +447,9 @@ class ReviewWidget(QWidget):
         for data, meta, layer_type in layer_data:
             meta = dict(meta)
             meta["name"] = str(meta.get("name") or path.stem).replace(path.stem, entry.name)
+            if entry.image_id in self.state.calibration and layer_type == "image":
+                scale, units = self.state.calibration[entry.image_id]
+                meta.update(scale=scale, units=units)
             layer = self.viewer.add_layer(Layer.create(data, meta, layer_type))
             self._layers.append(layer)
             if image_layer is None and layer_type == "image":

@@ -41,6 +41,8 @@ class Item:
     array: Any
     task: str
     result: AnalysisResult | None = None
+    scale: tuple[float, ...] = ()
+    units: tuple[str, ...] = ()
 
 
 def send(dataset: str | Path, items: list[Item]) -> list[str]:
@@ -131,6 +133,11 @@ class SendToReview(QWidget):
             self.status_label.setText(
                 f"Sent {len(items)} image(s) to review ({with_results} with findings); open the Review panel."
             )
+            calibration = dict(self.state.calibration)
+            for image_id, item in zip(outcome.value, items, strict=True):
+                if item.scale:
+                    calibration[image_id] = (item.scale, item.units)
+            self.state.calibration = calibration
             self.state.sent_to_review = tuple(outcome.value)
             self.sent.emit(list(outcome.value))
         self.finished.emit()

@@ -39,7 +39,7 @@ from napari_fracto.loop_state import loop_state
 from napari_fracto.training.config import KNOWN_BASES, PRESETS, Device
 from napari_fracto.training.progress import TrainStatus
 from napari_fracto.widgets._binding import bind_text
-from napari_fracto.widgets._common import ErrorPanel, hbox, run_catching, scrolling_body
+from napari_fracto.widgets._common import ErrorPanel, fit_width, hbox, run_catching, scrolling_body
 
 if TYPE_CHECKING:
     import napari
@@ -202,6 +202,7 @@ class TrainWidget(QWidget):
         bind_text(self.task_edit, self.state, "task")
         bind_text(self.model_combo, self.state, "model")
         bind_text(self.device_combo, self.state, "device")
+        fit_width(self)
 
     def _browse_dataset(self) -> None:
         path = QFileDialog.getExistingDirectory(self, "Corrections dataset folder")
