@@ -98,6 +98,12 @@ def _big_dataset(root: Path, n: int) -> Path:
     return root / "big"
 
 
+def _hide(viewer) -> None:
+    """Hide the layers of the previous action (removing them crashed llvmpipe's GL under Xvfb)."""
+    for layer in viewer.layers:
+        layer.visible = False
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reviews", type=int, default=10_000)
@@ -137,7 +143,7 @@ def main() -> None:
                 meter.measure(lambda: viewer.open(SHARED_H5, plugin="napari-fracto")),
             )
         )
-    viewer.layers.clear()
+    _hide(viewer)
 
     image = np.random.default_rng(3).random((1024, 1024)).astype(np.float32)
     layer = viewer.add_image(image, name="recon")
@@ -146,7 +152,7 @@ def main() -> None:
         ("draw an Analyze result, 100 boxes", meter.measure(lambda: analyze.show_result(result, layer)))
     )
     rows.append(("redraw it (same image)", meter.measure(lambda: analyze.show_result(result, layer))))
-    viewer.layers.clear()
+    _hide(viewer)
 
     review.open_dataset(tmp / "reviews")
     queued = {"n": 0}
