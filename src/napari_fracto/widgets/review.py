@@ -424,9 +424,10 @@ class ReviewWidget(QWidget):
     # ---- showing an image -----------------------------------------------------------------------------
     def show_image(self, index: int) -> bool:
         """Load image `index` of the queue with its findings (unsaved edits of this session kept)."""
-        from napari.layers import Layer
+        from napari.layers import Image, Layer
 
         from napari_fracto.io.readers import read_file
+        from napari_fracto.overlay import update_findings_layer
         from napari_fracto.review.layer import review_shapes
 
         if self.queue is None:
@@ -442,20 +443,22 @@ class ReviewWidget(QWidget):
         except (ValueError, OSError) as exc:
             show_error(f"Cannot show {entry.name}: {exc}")
             return False
-        self._remove_layers()
-        image_layer = None
+        metas = []
         for data, meta, layer_type in layer_data:
             meta = dict(meta)
             meta["name"] = str(meta.get("name") or path.stem).replace(path.stem, entry.name)
             if entry.image_id in self.state.calibration and layer_type == "image":
                 scale, units = self.state.calibration[entry.image_id]
                 meta.update(scale=scale, units=units)
-            layer = self.viewer.add_layer(Layer.create(data, meta, layer_type))
-            self._layers.append(layer)
-            if image_layer is None and layer_type == "image":
-                image_layer = layer
+            metas.append((data, meta, layer_type))
         self._sessions[entry.image_id] = session
         self.session, self.index = session, index
+        reused = self._reuse_layers(metas)
+        if not reused:
+            self._remove_layers()
+            for data, meta, layer_type in metas:
+                self._layers.append(self.viewer.add_layer(Layer.create(data, meta, layer_type)))
+        image_layer = next((la for la in self._layers if isinstance(la, Image)), None)
         spec = review_shapes(
             session,
             self._vocab,
@@ -467,12 +470,16 @@ class ReviewWidget(QWidget):
             spec.units = tuple(str(u) for u in image_layer.units)
         self._syncing = True
         try:
-            self.shapes_layer = self.viewer.add_shapes(spec.data or None, **spec.layer_kwargs())
+            if reused:
+                self.shapes_layer.name = spec.name
+                update_findings_layer(self.shapes_layer, spec)
+            else:
+                self.shapes_layer = self.viewer.add_shapes(spec.data or None, **spec.layer_kwargs())
+                self._layers.append(self.shapes_layer)
+                self.shapes_layer.events.data.connect(self._on_shapes_changed)
         finally:
             self._syncing = False
-        self._layers.append(self.shapes_layer)
         self.viewer.reset_view()  # each image fits the canvas, whatever the previous one's scale
-        self.shapes_layer.events.data.connect(self._on_shapes_changed)
         self.viewer.layers.selection.active = self.shapes_layer
         self._set_new_shape_defaults()
         self.notes_edit.blockSignals(True)
@@ -480,6 +487,30 @@ class ReviewWidget(QWidget):
         self.notes_edit.blockSignals(False)
         self._refresh()
         self.image_loaded.emit(index)
+        return True
+
+    def _reuse_layers(self, metas: list[tuple[Any, dict[str, Any], str]]) -> bool:
+        """Show the next image in the layers already on the canvas (one image + the findings layer):
+        updating data is cheap, while new layers make napari build new visuals (the stall of "next")."""
+        import numpy as np
+
+        layers = self._layers
+        if len(metas) != 1 or metas[0][2] != "image" or len(layers) != 2 or self.shapes_layer is None:
+            return False
+        image, (data, meta, _) = layers[0], metas[0]
+        rgb = bool(meta.get("rgb", data.shape[-1] in (3, 4) and data.ndim == 3))
+        if image not in self.viewer.layers or image.ndim != data.ndim - rgb or image.rgb != rgb:
+            return False
+        ndim = image.ndim
+        image.data = data
+        image.name = meta["name"]
+        image.scale = meta.get("scale", (1.0,) * ndim)
+        image.translate = meta.get("translate", (0.0,) * ndim)
+        if "units" in meta:
+            image.units = meta["units"]
+        image.metadata = dict(meta.get("metadata", {}))
+        if not rgb and np.issubdtype(np.asarray(data).dtype, np.number):
+            image.reset_contrast_limits()
         return True
 
     def _remove_layers(self) -> None:
