@@ -34,7 +34,17 @@ from qtpy.QtWidgets import (
 from napari_fracto.loop_state import loop_state
 from napari_fracto.vocabulary import analysis_tasks
 from napari_fracto.widgets._binding import bind_text
-from napari_fracto.widgets._common import fit_width, hbox, scrolling_body, show_error, show_info, show_warning
+from napari_fracto.widgets._common import (
+    ErrorPanel,
+    Outcome,
+    fit_width,
+    hbox,
+    run_catching,
+    scrolling_body,
+    show_error,
+    show_info,
+    show_warning,
+)
 from napari_fracto.widgets.review_predict import PredictSection
 
 if TYPE_CHECKING:
@@ -86,6 +96,7 @@ class ReviewWidget(QWidget):
         self._vocab: Any = None
         self._advice_names: list[str] = []  # the advice vocabulary when the task has one
         self._syncing = False
+        self._open_worker: Any = None
         self.state = loop_state(napari_viewer)
         self._build_ui()
         self._bind_keys()
@@ -272,6 +283,8 @@ class ReviewWidget(QWidget):
         self.status_label = QLabel("")
         self.status_label.setWordWrap(True)
         layout.addWidget(self.status_label)
+        self.error_panel = ErrorPanel()
+        layout.addWidget(self.error_panel)
         layout.addStretch(1)
 
     def _bind_keys(self) -> None:
@@ -361,18 +374,45 @@ class ReviewWidget(QWidget):
         return True
 
     def open_source(self, path: str | Path) -> bool:
-        """Queue a folder, an image stack or a results .jsonl and show its first unreviewed image."""
-        from napari_fracto.review import QueueError, ReviewQueue
+        """Queue a folder, an image stack or a results .jsonl and show its first unreviewed image.
+
+        The files are read and hashed into the dataset in a worker (a 500-image folder takes seconds);
+        returns True once that started, and `image_loaded` follows when the first image is on screen.
+        """
+        from napari.qt.threading import create_worker
+
+        from napari_fracto.review import ReviewQueue
 
         if not self._need_dataset():
             return False
-        try:
-            queue = ReviewQueue.open(self.dataset, path, self.task_combo.currentText() or None)
-        except (QueueError, ValueError, OSError) as exc:
-            show_error(str(exc))
+        if self._open_worker is not None:
+            show_info("Still opening the previous folder or file; wait for it to appear.")
             return False
-        self._start(queue)
+        path = Path(path).expanduser()
+        if not path.exists():
+            self.error_panel.show_message(f"Cannot review {path}: it does not exist.")
+            return False
+        dataset, task = self.dataset, self.task_combo.currentText() or None
+        self.error_panel.clear()
+        self.status_label.setText(f"Opening {path.name} (reading and storing the images) …")
+        worker = create_worker(
+            run_catching, lambda: ReviewQueue.open(dataset, path, task), _start_thread=False
+        )
+        worker.returned.connect(lambda outcome: self._source_opened(outcome, dataset))
+        self._open_worker = worker
+        worker.start()
         return True
+
+    def _source_opened(self, outcome: Outcome, dataset: Any) -> None:
+        self._open_worker = None
+        if dataset is not self.dataset:
+            return  # another dataset was opened meanwhile
+        if outcome.error:
+            self.status_label.setText("Not opened.")
+            self.error_panel.show_outcome(outcome)
+            return
+        self.status_label.setText("")
+        self._start(outcome.value)
 
     def review_dataset(self) -> bool:
         """Queue every image of the chosen task in the dataset."""
