@@ -362,11 +362,12 @@ class ReviewWidget(QWidget):
         except (DatasetError, OSError) as exc:
             show_error(f"Could not open the dataset: {exc}")
             return False
-        self._close_dataset()
+        self._close_dataset(keep_layers=True)  # the next image reuses them (new layers stall napari)
         self.dataset = dataset
         self.dataset_edit.setText(str(dataset.root))
         queue = ReviewQueue.resume(dataset) if resume else None
         if queue is None:
+            self._remove_layers()
             self.progress_label.setText("Open a folder, a stack or results to review.")
             self._set_enabled()
             return True
@@ -843,8 +844,9 @@ class ReviewWidget(QWidget):
         self.show_image(nxt)
 
     # ---- lifetime -------------------------------------------------------------------------------------
-    def _close_dataset(self) -> None:
-        self._remove_layers()
+    def _close_dataset(self, *, keep_layers: bool = False) -> None:
+        if not keep_layers:
+            self._remove_layers()
         if self.dataset is not None:
             self.dataset.close()
         self.dataset = self.queue = self.session = self.index = None
