@@ -127,6 +127,12 @@ def main() -> None:
     review = ReviewWidget(viewer)
     viewer.window.add_dock_widget(analyze, name="Analyze")
     viewer.window.add_dock_widget(review, name="Review")
+    try:
+        from napari_fracto.widgets._common import warm_up
+    except ImportError:  # a version without the warm-up (for "before" figures)
+        pass
+    else:
+        warm_up().join()  # the docks import napari's and the plugin's lazy modules in the background
     meter = StallMeter()
     rows: list[tuple[str, float]] = []
 

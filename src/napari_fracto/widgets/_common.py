@@ -8,6 +8,7 @@ details, so it is reportable but never takes napari down.
 from __future__ import annotations
 
 import logging
+import threading
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +33,43 @@ logger = logging.getLogger("napari_fracto")
 DEVICES = ("auto", "cuda", "mps", "cpu")
 #: the widths napari docks open at, and what every panel must fit in (two docks on a 1280 x 800 screen)
 DOCK_MIN_WIDTH = 320
+
+
+_WARM_UP: threading.Thread | None = None
+#: modules napari and the plugin import on first use (scipy.ndimage for napari's thumbnails alone takes
+#: ~0.6 s): imported once in the background when a dock opens, not on the Qt thread at the first action
+WARM_MODULES = (
+    "scipy.ndimage",
+    "pandas",
+    "h5py",
+    "tifffile",
+    "PIL.Image",
+    "napari.layers.shapes._shape_list",
+    "napari_fracto.io.readers",
+    "napari_fracto.io.ptycho",
+    "napari_fracto.overlay",
+    "napari_fracto.dataset",
+    "napari_fracto.review",
+)
+
+
+def warm_up() -> threading.Thread:
+    """Start (once per process) the background import of WARM_MODULES; returns the thread."""
+    global _WARM_UP
+    if _WARM_UP is None:
+
+        def run() -> None:
+            import importlib
+
+            for name in WARM_MODULES:
+                try:
+                    importlib.import_module(name)
+                except Exception:  # an optional module missing only costs its first use later
+                    logger.debug("warm-up import of %s failed", name, exc_info=True)
+
+        _WARM_UP = threading.Thread(target=run, name="napari-fracto warm-up", daemon=True)
+        _WARM_UP.start()
+    return _WARM_UP
 
 
 def show_error(message: str) -> None:
@@ -132,6 +170,7 @@ def scrolling_body(widget: QWidget) -> QVBoxLayout:
     outer.addWidget(area)
     widget.scroll_area = area  # type: ignore[attr-defined]
     widget.setMinimumWidth(DOCK_MIN_WIDTH)
+    warm_up()
     return QVBoxLayout(body)
 
 
