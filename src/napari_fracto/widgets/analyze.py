@@ -64,6 +64,7 @@ from napari_fracto.widgets._common import (
     show_info,
     show_warning,
 )
+from napari_fracto.widgets.download_watch import DownloadWatch
 from napari_fracto.widgets.send_to_review import Item, SendToReview
 
 if TYPE_CHECKING:
@@ -139,6 +140,7 @@ class AnalyzeWidget(QWidget):
         self._worker: Any = None
         self._relay = ProgressRelay(self)
         self._relay.progress.connect(self._on_progress)
+        self._download: DownloadWatch | None = None
 
         self._build_ui()
         self._load_settings()
@@ -831,6 +833,9 @@ class AnalyzeWidget(QWidget):
         self._job = job
         self._set_busy(True)
         self.status_label.setText(f"Analysing {plane.source} …")
+        if job.backend is None and job.settings.kind == "transformers":
+            self._download = self._download or DownloadWatch(self.status_label, self)
+            self._download.start(job.settings.model)  # shows size and progress when not cached yet
         worker = create_worker(run_catching, job.run, _start_thread=False)
         worker.returned.connect(lambda outcome: self._on_returned(job, outcome, layer, plane))
         worker.finished.connect(lambda: self._on_worker_finished(job))
@@ -847,11 +852,17 @@ class AnalyzeWidget(QWidget):
             self._worker.quit()
         self._job = None
         self._worker = None
+        self._stop_download_watch()
         self.status_label.setText("Cancelled.")
         self._set_busy(False)
         self.run_finished.emit()
 
-    def _on_progress(self, done: int, total: int) -> None:
+    def _stop_download_watch(self) -> None:
+        if self._download is not None:
+            self._download.stop()
+
+    def _on_progress(self, done: int, total: int, _message: str = "") -> None:
+        self._stop_download_watch()  # the model answers: it is loaded
         if self._job is not None and total > 0:
             self.progress_bar.setRange(0, total)
             self.progress_bar.setValue(done)
@@ -876,6 +887,7 @@ class AnalyzeWidget(QWidget):
             return  # a cancelled run: its answer is no longer wanted
         self._job = None
         self._worker = None
+        self._stop_download_watch()
         self._on_worker_finished(job)
         try:
             if outcome.cancelled:
