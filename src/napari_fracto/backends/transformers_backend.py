@@ -307,9 +307,6 @@ def _check_model_source(model: str, *, offline: bool) -> str:
             raise BackendError(
                 _not_cached_message(model, "offline mode is on (HF_HUB_OFFLINE / local_files_only)")
             )
-        unreachable = _hub_unreachable()
-        if unreachable:  # fail in seconds instead of ~30 s of download retries with no sign in the UI
-            raise BackendError(_not_cached_message(model, unreachable))
         log.warning(
             "The model '%s' is not in the Hugging Face cache yet; it will be downloaded now into %s (%s). "
             "This happens once.",
@@ -317,6 +314,9 @@ def _check_model_source(model: str, *, offline: bool) -> str:
             _hf_cache_dir(),
             _size_hint(model),
         )
+        unreachable = _hub_unreachable()
+        if unreachable:  # fail in seconds instead of ~30 s of download retries with no sign in the UI
+            raise BackendError(_not_cached_message(model, unreachable))
     return model
 
 
