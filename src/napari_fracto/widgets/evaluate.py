@@ -253,7 +253,14 @@ class EvaluateWidget(ModelsMixin, QWidget):
         s = self.base_settings()
         where = f" at {s.base_url}" if s.kind == "openai" and s.base_url else ""
         prefix = "defaults: " if not current else ""
-        self.model_label.setText(f"{prefix}{s.kind}: {s.model or '(no model)'}{where}")
+        # a long folder path cannot wrap and would widen the dock: its last part, the whole in the tooltip
+        shown = (
+            Path(s.model).name
+            if "/" in s.model.strip("/").split("/", 1)[-1] or Path(s.model).exists()
+            else s.model
+        )
+        self.model_label.setText(f"{prefix}{s.kind}: {shown or '(no model)'}{where}")
+        self.model_label.setToolTip(s.model)
 
     # --- shared state -------------------------------------------------------------------------------
 
