@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from qtpy.QtCore import Qt
 
 from napari_fracto.backends.base import BackendError
 from napari_fracto.overlay import PALETTE
@@ -671,9 +672,9 @@ def test_registered_adapter_is_listed_by_name_and_reaches_the_backend(setup, qtb
     assert not any("steel-v1" in t for t in texts)  # another task
     other = texts.index("big-v1 (for Qwen3-VL-8B-Instruct, not this model)")
     assert not combo.model().item(other).isEnabled()
-    assert "not on the model set above" in combo.itemData(other, analyze_module.Qt.ItemDataRole.ToolTipRole)
+    assert "not on the model set above" in combo.itemData(other, Qt.ItemDataRole.ToolTipRole)
     index = texts.index("ptycho-v1 (Qwen3-VL-2B-Instruct)")
-    tip = combo.itemData(index, analyze_module.Qt.ItemDataRole.ToolTipRole)
+    tip = combo.itemData(index, Qt.ItemDataRole.ToolTipRole)
     assert "micro-F1: base 0.41 → adapter 0.73" in tip
     assert "Test split (12 images)" in tip
 

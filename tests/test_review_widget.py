@@ -77,10 +77,16 @@ def _widget(make_napari_viewer, qtbot, dataset_path):
     return viewer, widget
 
 
+def _open(w, qtbot, source) -> None:
+    """Open a source as the button does: files are read in a worker, the first image follows."""
+    with qtbot.waitSignal(w.image_loaded, timeout=30_000):
+        assert w.open_source(source)
+
+
 def test_keyboard_review_path_saves_corrections(make_napari_viewer, qtbot, tmp_path):
     results = _results(tmp_path)
     viewer, w = _widget(make_napari_viewer, qtbot, tmp_path / "ds")
-    assert w.open_source(results)
+    _open(w, qtbot, results)
     assert w.progress_label.text() == "0 / 3 reviewed"
     assert [r.label for r in w.session.rows] == LABELS[:3]
     assert len(w.shapes_layer.data) == 2
@@ -160,7 +166,7 @@ def test_keyboard_review_path_saves_corrections(make_napari_viewer, qtbot, tmp_p
 def test_resume_after_restart_continues_at_next_unreviewed(make_napari_viewer, qtbot, tmp_path):
     results = _results(tmp_path, n=4)
     viewer, w = _widget(make_napari_viewer, qtbot, tmp_path / "ds")
-    w.open_source(results)
+    _open(w, qtbot, results)
     _press(viewer, qtbot, Qt.Key.Key_G)
     _press(viewer, qtbot, Qt.Key.Key_Q)  # skip the second
     assert w.progress_label.text() == "1 / 4 reviewed, 1 skipped"
@@ -186,7 +192,7 @@ def test_folder_without_predictions_draw_and_save(make_napari_viewer, qtbot, tmp
         Image.fromarray(np.full((30, 40), 50 * i, np.uint8)).save(folder / f"s{i}.png")
     viewer, w = _widget(make_napari_viewer, qtbot, tmp_path / "ds")
     w.task_combo.setCurrentText("fracture")
-    assert w.open_source(folder)
+    _open(w, qtbot, folder)
     assert len(w.shapes_layer.data) == 0
     w.label_combo.setCurrentText(LABELS[3])
     w.shapes_layer.add_rectangles(np.array([[1.0, 2.0], [11.0, 22.0]]))
@@ -253,7 +259,7 @@ def _ptycho_results(tmp_path, n=2):
 def test_advice_is_shown_corrected_undone_and_saved(make_napari_viewer, qtbot, tmp_path):
     viewer, w = _widget(make_napari_viewer, qtbot, tmp_path / "ds")
     w.task_combo.setCurrentText("ptychography")
-    assert w.open_source(_ptycho_results(tmp_path))
+    _open(w, qtbot, _ptycho_results(tmp_path))
     assert w.advice_box.isVisibleTo(w)
     table = w.advice_table
     shown = [(table.item(i, 0).text(), table.item(i, 1).text()) for i in range(table.rowCount())]
@@ -312,6 +318,17 @@ def test_advice_is_shown_corrected_undone_and_saved(make_napari_viewer, qtbot, t
 
 def test_advice_panel_is_hidden_for_a_task_without_advice(make_napari_viewer, qtbot, tmp_path):
     _viewer, w = _widget(make_napari_viewer, qtbot, tmp_path / "ds")
-    assert w.open_source(_results(tmp_path))
+    _open(w, qtbot, _results(tmp_path))
     assert not w.advice_box.isVisibleTo(w)
     assert w.advice_table.rowCount() == 0
+
+
+def test_an_unreadable_folder_is_reported_in_the_panel(make_napari_viewer, qtbot, tmp_path):
+    """The folder is read in a worker; what went wrong stays in the panel, not only in a toast."""
+    (tmp_path / "empty").mkdir()
+    _viewer, w = _widget(make_napari_viewer, qtbot, tmp_path / "ds")
+    assert w.open_source(tmp_path / "empty")
+    qtbot.waitUntil(lambda: w._open_worker is None, timeout=30_000)
+    assert w.queue is None
+    assert "nothing to review" in w.error_panel.text or "no image" in w.error_panel.text.lower()
+    assert not w.error_panel.toggle.isVisible()  # a message for the user: no traceback to expand

@@ -85,6 +85,19 @@ def test_stop_ends_the_process_with_a_checkpoint(widget, qtbot):
     assert list((widget.run_dir / "checkpoints").glob("checkpoint-*"))
     assert "checkpoint saved" in widget.progress_label.text()
 
+    # Resume continues the same run from its checkpoint (not from step 0), and can be stopped again
+    stopped_at = widget.status.step
+    assert widget.resume_button.isEnabled()
+    widget.resume_button.click()
+    assert widget.process is not None
+    assert not widget.resume_button.isEnabled()
+    qtbot.waitUntil(lambda: widget.status.step > stopped_at, timeout=180_000)
+    assert widget.status.run_dir == str(widget.run_dir)
+    with qtbot.waitSignal(widget.finished, timeout=120_000) as blocker:
+        widget.stop()
+    assert blocker.args == ["stopped"]
+    assert widget.resume_button.isEnabled()
+
 
 def test_start_without_a_dataset_explains_instead_of_starting(make_napari_viewer, qtbot, tmp_path):
     from napari_fracto.widgets.train import TrainWidget

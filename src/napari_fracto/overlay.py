@@ -66,6 +66,7 @@ class ShapesSpec:
     text: dict[str, Any]
     scale: tuple[float, ...] | None = None
     translate: tuple[float, ...] | None = None
+    units: tuple[str, ...] | None = None  # the image's units, so napari sees one unit across layers
     metadata: dict[str, Any] = field(default_factory=dict)
     plane: tuple[float, ...] = ()
     edge_width: float = 2.0
@@ -89,8 +90,33 @@ class ShapesSpec:
             kwargs["scale"] = self.scale
         if self.translate is not None:
             kwargs["translate"] = self.translate
+        if self.units is not None:
+            kwargs["units"] = self.units
         kwargs["ndim"] = 2 + len(self.plane)
         return kwargs
+
+
+def update_findings_layer(layer: Any, spec: ShapesSpec) -> None:
+    """Replace an existing findings layer's contents with `spec` (one data update, not remove + add, so
+    napari redraws once and the layer keeps its place and the user's visibility choice)."""
+    import pandas as pd
+
+    layer.selected_data = set()
+    with layer.events.blocker_all():
+        layer.data = []
+        if spec.scale is not None:
+            layer.scale = spec.scale
+        if spec.translate is not None:
+            layer.translate = spec.translate
+        if spec.units is not None:
+            layer.units = spec.units
+        layer.metadata = dict(spec.metadata)
+        layer.features = pd.DataFrame({k: pd.Series([], dtype=object) for k in spec.features})
+    if spec.data:
+        layer.add_rectangles(spec.data, edge_color=spec.edge_color)
+        layer.features = pd.DataFrame(spec.features)
+    layer.text = spec.text
+    layer.refresh()
 
 
 def findings_layer_name(image_name: str) -> str:
@@ -133,6 +159,7 @@ def findings_to_shapes(
     image_name: str = "",
     scale: Sequence[float] | None = None,
     translate: Sequence[float] | None = None,
+    units: Sequence[str] | None = None,
     plane: Sequence[float] = (),
 ) -> ShapesSpec:
     """Boxed findings of `result` as a ShapesSpec; image-level (unboxed) findings are left to the verdict.
@@ -167,6 +194,7 @@ def findings_to_shapes(
         text=text,
         scale=tuple(float(s) for s in scale) if scale is not None else None,
         translate=tuple(float(t) for t in translate) if translate is not None else None,
+        units=tuple(str(u) for u in units) if units is not None else None,
         metadata={"napari_fracto": result.to_record()},
         plane=tuple(float(p) for p in plane),
     )

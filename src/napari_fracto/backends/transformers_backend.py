@@ -334,7 +334,26 @@ def _check_model_source(model: str, *, offline: bool) -> str:
             _hf_cache_dir(),
             _size_hint(model),
         )
+        unreachable = _hub_unreachable()
+        if unreachable:  # fail in seconds instead of ~30 s of download retries with no sign in the UI
+            raise BackendError(_not_cached_message(model, unreachable))
     return model
+
+
+def _hub_unreachable(timeout_s: float = 3.0) -> str:
+    """Why the Hub cannot be reached ("" when it can): one TCP connection, a few seconds at most."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as exc:
+        return f"{host} cannot be reached ({exc.strerror or exc})"
+    return ""
 
 
 def _not_cached_message(model: str, why: str) -> str:

@@ -77,6 +77,40 @@ def iterative_stratification(
     return assignment
 
 
+def ensure_each_split(
+    assignment: list[int], fractions: Sequence[float], existing: Sequence[int] = ()
+) -> list[int]:
+    """The small-dataset rule: every split asked for (fraction > 0) gets at least one image.
+
+    Stratification rounds a 6-image dataset at 0.8/0.1/0.1 to 6/0/0; here an image moves from the split
+    with the most images to each empty one (the last-assigned image, so the answer stays deterministic).
+    `existing` counts images already in each split. Raises DatasetError when there are too few images.
+    """
+    k = len(fractions)
+    counts = [assignment.count(s) + (existing[s] if existing else 0) for s in range(k)]
+    wanted = [s for s in range(k) if fractions[s] > 0]
+    if sum(counts) < len(wanted):
+        names = "/".join(SPLITS[s] for s in wanted)
+        raise DatasetError(
+            f"{sum(counts)} image(s) cannot fill {names}: each needs at least one image. Review more "
+            "images first, or give a fraction of 0 to the splits you do not need."
+        )
+    out = list(assignment)
+    for empty in (s for s in wanted if counts[s] == 0):
+        donors = [s for s in range(k) if counts[s] > 1 and s in out]
+        if not donors:  # only images already in a split could fill it, and those are not moved
+            raise DatasetError(
+                f"the {SPLITS[empty]} split would stay empty and no new image can go there; "
+                "redo the whole split (reassign), or review more images first"
+            )
+        donor = max(donors, key=lambda s: (counts[s], -s))
+        i = max(i for i, s in enumerate(out) if s == donor)
+        out[i] = empty
+        counts[donor] -= 1
+        counts[empty] += 1
+    return out
+
+
 def split_dataset(
     ds: Dataset,
     *,
@@ -87,8 +121,11 @@ def split_dataset(
 ) -> dict[str, int]:
     """Assign images to train/val/test and store it; returns how many images each split now holds.
 
-    By default only images not yet in a split are assigned, so the test set of earlier evaluations stays
-    the same as the dataset grows; `reassign=True` redoes the whole split. Skipped images are left out.
+    Stratified by label (iterative stratification), and every split with a fraction above 0 gets at least
+    one image (`ensure_each_split`); too few images for that is refused with a DatasetError, never
+    stored as an empty split. By default only images not yet in a split are assigned, so the test set
+    of earlier evaluations stays the same as the dataset grows; `reassign=True` redoes the whole split.
+    Skipped images are left out.
     """
     from napari_fracto.dataset.model import Status
     from napari_fracto.dataset.store import utc_now
@@ -100,7 +137,13 @@ def split_dataset(
         if item.status is not Status.SKIPPED and (reassign or item.image.split is None)
     ]
     items.sort(key=lambda item: item.image_id)  # independent of insertion order
+    existing = [0] * len(SPLITS)
+    if not reassign:
+        for item in ds.iter_items(task=task):
+            if item.image.split in SPLITS and item.status is not Status.SKIPPED:
+                existing[SPLITS.index(item.image.split)] += 1
     subsets = iterative_stratification([frozenset(item.labels) for item in items], ratios, seed)
+    subsets = ensure_each_split(subsets, ratios, existing)
     ds.set_splits({item.image_id: SPLITS[s] for item, s in zip(items, subsets, strict=True)})
     ds.set_meta("split", f"seed={seed} fractions={'/'.join(f'{f:g}' for f in ratios)} at {utc_now()}")
     counts = dict.fromkeys(SPLITS, 0)

@@ -1,20 +1,75 @@
-"""Small helpers every napari-fracto dock widget shares: user-facing messages and worker plumbing.
+"""Small helpers every napari-fracto dock widget shares: messages, the error panel, scrolling, workers.
 
-Errors users can act on are shown as one clean notification (no traceback); anything else is logged with
-its traceback and shown with its type, so a bug is reportable but never takes napari down.
+Errors users can act on (`napari_fracto.errors.UserError`) are shown with their own message; anything else
+is a bug: logged with its traceback and shown as an internal error, with the traceback in the panel's
+details, so it is reportable but never takes napari down.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from qtpy.QtCore import QObject, Signal
-from qtpy.QtWidgets import QHBoxLayout, QWidget
+from qtpy.QtCore import QObject, Qt, Signal
+from qtpy.QtWidgets import (
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QPlainTextEdit,
+    QScrollArea,
+    QSizePolicy,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 logger = logging.getLogger("napari_fracto")
+
+#: device choices of the local backend (one list for every widget)
+DEVICES = ("auto", "cuda", "mps", "cpu")
+#: the widths napari docks open at, and what every panel must fit in (two docks on a 1280 x 800 screen)
+DOCK_MIN_WIDTH = 320
+
+
+_WARM_UP: threading.Thread | None = None
+#: modules napari and the plugin import on first use (scipy.ndimage for napari's thumbnails alone takes
+#: ~0.6 s): imported once in the background when a dock opens, not on the Qt thread at the first action
+WARM_MODULES = (
+    "scipy.ndimage",
+    "pandas",
+    "h5py",
+    "tifffile",
+    "PIL.Image",
+    "napari.layers.shapes._shape_list",
+    "napari_fracto.io.readers",
+    "napari_fracto.io.ptycho",
+    "napari_fracto.overlay",
+    "napari_fracto.dataset",
+    "napari_fracto.review",
+)
+
+
+def warm_up() -> threading.Thread:
+    """Start (once per process) the background import of WARM_MODULES; returns the thread."""
+    global _WARM_UP
+    if _WARM_UP is None:
+
+        def run() -> None:
+            import importlib
+
+            for name in WARM_MODULES:
+                try:
+                    importlib.import_module(name)
+                except Exception:  # an optional module missing only costs its first use later
+                    logger.debug("warm-up import of %s failed", name, exc_info=True)
+
+        _WARM_UP = threading.Thread(target=run, name="napari-fracto warm-up", daemon=True)
+        _WARM_UP.start()
+    return _WARM_UP
 
 
 def show_error(message: str) -> None:
@@ -39,20 +94,34 @@ def show_info(message: str) -> None:
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    """Exception types whose message is written for the user (ImageError, BackendError, ...)."""
-    from napari_fracto.backends.base import BackendError
+    """Exception types whose message is written for the user: UserError, and the OS's file errors."""
+    from napari_fracto.errors import UserError
 
-    errors: list[type[BaseException]] = [BackendError, ValueError, OSError]
-    return tuple(errors)
+    return (UserError, OSError)
 
 
 @dataclass
 class Outcome:
-    """What a worker hands back: a value, or a message for the user, or a cancellation. Never raised."""
+    """What a worker hands back: a value, or a message for the user, or a cancellation. Never raised.
+
+    `details` holds the traceback of an internal error ("" for an error the user can act on).
+    """
 
     value: Any = None
     error: str = ""
     cancelled: bool = False
+    details: str = ""
+
+
+def describe(exc: BaseException) -> Outcome:
+    """An exception as the panel shows it: a UserError's message, or "Internal error" plus traceback."""
+    if isinstance(exc, user_errors()):
+        return Outcome(error=str(exc) or type(exc).__name__)
+    logger.error("Internal error in napari-fracto", exc_info=(type(exc), exc, exc.__traceback__))
+    details = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return Outcome(
+        error=f"Internal error ({type(exc).__name__}: {exc}); details below and in the log.", details=details
+    )
 
 
 def run_catching(func: Callable[[], Any]) -> Outcome:
@@ -63,20 +132,17 @@ def run_catching(func: Callable[[], Any]) -> Outcome:
         return Outcome(value=func())
     except CancelledError:
         return Outcome(cancelled=True)
-    except user_errors() as exc:
-        return Outcome(error=str(exc) or type(exc).__name__)
-    except Exception as exc:  # a bug: keep napari alive, keep the traceback in the log
-        logger.exception("Unexpected error in a napari-fracto worker")
-        return Outcome(error=f"Unexpected error ({type(exc).__name__}: {exc}); details are in the log.")
+    except Exception as exc:  # a bug stays a bug (traceback kept); napari stays alive
+        return describe(exc)
 
 
 class ProgressRelay(QObject):
-    """Carries (done, total) progress from a worker thread to the UI thread (Qt queues the signal)."""
+    """Carries (done, total, message) progress from a worker thread to the UI thread (Qt queues it)."""
 
-    progress = Signal(int, int)
+    progress = Signal(int, int, str)
 
-    def __call__(self, done: int, total: int) -> None:
-        self.progress.emit(int(done), int(total))
+    def __call__(self, done: int, total: int, message: str = "") -> None:
+        self.progress.emit(int(done), int(total), str(message))
 
 
 def hbox(*widgets: QWidget) -> QWidget:
@@ -87,3 +153,97 @@ def hbox(*widgets: QWidget) -> QWidget:
     for widget in widgets:
         layout.addWidget(widget)
     return box
+
+
+def scrolling_body(widget: QWidget) -> QVBoxLayout:
+    """Make a scroll area `widget`'s only child and return the layout to fill: a tall panel scrolls
+    inside its dock instead of pushing the other docks off a small screen."""
+    outer = QVBoxLayout(widget)
+    outer.setContentsMargins(0, 0, 0, 0)
+    area = QScrollArea()
+    area.setWidgetResizable(True)
+    area.setFrameShape(QFrame.Shape.NoFrame)
+    area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+    body = QWidget()
+    body.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
+    area.setWidget(body)
+    outer.addWidget(area)
+    widget.scroll_area = area  # type: ignore[attr-defined]
+    widget.setMinimumWidth(DOCK_MIN_WIDTH)
+    warm_up()
+    return QVBoxLayout(body)
+
+
+def fit_width(widget: QWidget, width: int = DOCK_MIN_WIDTH) -> None:
+    """Let every combo box of `widget` shrink to a few characters (a long layer name or path would
+    otherwise widen the whole dock and cut its right edge); the full text stays in the tooltip."""
+    from qtpy.QtWidgets import QComboBox
+
+    for combo in widget.findChildren(QComboBox):
+        combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        combo.setMinimumContentsLength(8)
+        combo.setMinimumWidth(80)  # an explicit minimum wins over the (cached) size hint in layouts
+        combo.setSizePolicy(QSizePolicy.Policy.Expanding, combo.sizePolicy().verticalPolicy())
+    from qtpy.QtWidgets import QFormLayout
+
+    for child in [widget, *widget.findChildren(QWidget)]:
+        layout = child.layout()
+        if isinstance(layout, QFormLayout):  # narrow dock: a long label goes above its field
+            layout.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
+        for form in child.findChildren(QFormLayout):
+            form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
+        if layout is not None:
+            layout.invalidate()
+
+
+class ErrorPanel(QWidget):
+    """The last error, kept in the panel (a notification fades): its message, and details to expand."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        self.message = QLabel("")
+        self.message.setWordWrap(True)
+        self.message.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.message.setStyleSheet("color: #ff6b6b")
+        self.toggle = QToolButton()
+        self.toggle.setText("Details")
+        self.toggle.setCheckable(True)
+        self.toggle.setArrowType(Qt.ArrowType.RightArrow)
+        self.toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.toggle.toggled.connect(self._toggled)
+        self.details = QPlainTextEdit()
+        self.details.setReadOnly(True)
+        self.details.setMaximumHeight(160)
+        self.details.setVisible(False)
+        layout.addWidget(self.message)
+        layout.addWidget(self.toggle)
+        layout.addWidget(self.details)
+        self.clear()
+
+    def _toggled(self, on: bool) -> None:
+        self.toggle.setArrowType(Qt.ArrowType.DownArrow if on else Qt.ArrowType.RightArrow)
+        self.details.setVisible(on)
+
+    def show_outcome(self, outcome: Outcome, *, notify: bool = True) -> None:
+        """Keep `outcome.error` here (details expandable) and, unless told not to, notify as well."""
+        self.show_message(outcome.error, outcome.details, notify=notify)
+
+    def show_message(self, message: str, details: str = "", *, notify: bool = True) -> None:
+        self.message.setText(message)
+        self.details.setPlainText(details or message)
+        self.toggle.setVisible(bool(details))
+        self.setVisible(True)
+        if notify:
+            show_error(message)
+
+    def clear(self) -> None:
+        self.message.setText("")
+        self.details.setPlainText("")
+        self.toggle.setChecked(False)
+        self.setVisible(False)
+
+    @property
+    def text(self) -> str:
+        return self.message.text()

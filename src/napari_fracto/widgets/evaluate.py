@@ -2,6 +2,8 @@
 
 Thin on purpose: `napari_fracto.evaluation` does the work in a napari thread worker (napari stays
 responsive, Cancel stops at the next image); this file only collects choices and shows results.
+Dataset, task and model come from the viewer's shared LoopState; the models to compare are a pick list
+of "base model" (always without an adapter, whatever Analyze last used) and the registered adapters.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from qtpy.QtCore import QObject, Qt, Signal
+from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import (
+    QAbstractItemView,
     QCheckBox,
     QComboBox,
     QFileDialog,
@@ -22,6 +25,7 @@ from qtpy.QtWidgets import (
     QHeaderView,
     QLabel,
     QLineEdit,
+    QListWidget,
     QMessageBox,
     QProgressBar,
     QPushButton,
@@ -29,11 +33,21 @@ from qtpy.QtWidgets import (
     QTableWidget,
     QTableWidgetItem,
     QToolButton,
-    QVBoxLayout,
     QWidget,
 )
 
-from napari_fracto.widgets._common import Outcome, run_catching, show_error, show_info
+from napari_fracto.loop_state import loop_state
+from napari_fracto.widgets._binding import bind_text
+from napari_fracto.widgets._common import (
+    ErrorPanel,
+    Outcome,
+    ProgressRelay,
+    fit_width,
+    run_catching,
+    scrolling_body,
+    show_info,
+)
+from napari_fracto.widgets.evaluate_models import COMPARISON, CURRENT, ModelsMixin
 
 if TYPE_CHECKING:
     import napari
@@ -42,18 +56,6 @@ if TYPE_CHECKING:
     from napari_fracto.evaluation.runner import BackendFactory, EvalRun
 
 logger = logging.getLogger(__name__)
-
-CURRENT = "Current backend settings"
-COMPARISON = "Comparison file"
-
-
-class _Relay(QObject):
-    """Carries (done, total, message) from the worker thread to the UI thread."""
-
-    progress = Signal(int, int, str)
-
-    def __call__(self, done: int, total: int, message: str) -> None:
-        self.progress.emit(int(done), int(total), str(message))
 
 
 @dataclass
@@ -65,7 +67,7 @@ class _Job:
     task: str | None
     resamples: int
     backend_factory: BackendFactory | None
-    progress: _Relay
+    progress: ProgressRelay
     cancel: threading.Event
 
     def run(self) -> tuple[EvalRun, dict[str, Path]]:
@@ -99,7 +101,7 @@ def parse_shots(text: str) -> list[int]:
     return list(dict.fromkeys(values))
 
 
-class EvaluateWidget(QWidget):
+class EvaluateWidget(ModelsMixin, QWidget):
     """Pick a dataset, split and configurations; Run shows the comparison table and chart.
 
     Test hook: `backend_factory(settings) -> Backend` replaces the real backends when set.
@@ -115,9 +117,19 @@ class EvaluateWidget(QWidget):
         self.last_paths: dict[str, Path] = {}
         self._job: _Job | None = None
         self._worker: Any = None
-        self._relay = _Relay(self)
+        self._relay = ProgressRelay(self)
         self._relay.progress.connect(self._on_progress)
+        self.state = loop_state(napari_viewer)
         self._build_ui()
+        bind_text(self.dataset_edit, self.state, "dataset")
+        self._show_task(self.state.task)
+        self.task_combo.currentIndexChanged.connect(self._task_chosen)
+        self.state.events.task.connect(self._show_task)
+        self.state.events.adapter.connect(self.refresh_models)
+        self.state.events.model.connect(self.refresh_models)
+        self.state.events.kind.connect(self.refresh_models)
+        self.refresh_models()
+        fit_width(self)
 
     # --- UI ------------------------------------------------------------------------------------------
 
@@ -125,7 +137,7 @@ class EvaluateWidget(QWidget):
         from napari_fracto.evaluation.report import COLUMNS
         from napari_fracto.vocabulary import analysis_tasks
 
-        layout = QVBoxLayout(self)
+        layout = scrolling_body(self)
         form = QFormLayout()
         self.dataset_edit = QLineEdit()
         self.dataset_edit.setPlaceholderText("folder of a corrections dataset")
@@ -146,15 +158,23 @@ class EvaluateWidget(QWidget):
         self.model_label = QLabel()
         self.model_label.setWordWrap(True)
         form.addRow("Model", self.model_label)
+        self.models_list = QListWidget()
+        self.models_list.setToolTip(
+            "Tick what to compare: the base model without any adapter, and adapters registered by training "
+            "for this task and model."
+        )
+        self.models_list.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
+        self.models_list.setMaximumHeight(90)
+        form.addRow("Compare", self.models_list)
         self.shots_edit = QLineEdit("0")
         self.shots_edit.setToolTip("In-context examples from the train split; a list runs one row per value.")
         form.addRow("Shots", self.shots_edit)
         self.select_combo = QComboBox()
         self.select_combo.addItems(["similar", "random"])
         form.addRow("Examples", self.select_combo)
-        self.context_check = QCheckBox("send the sample context")
+        self.context_check = QCheckBox("send sample context")
         self.context_check.setChecked(True)
-        self.advice_check = QCheckBox("ask and score reconstruction advice (ptychography)")
+        self.advice_check = QCheckBox("score advice (ptychography)")
         form.addRow("", self.context_check)
         form.addRow("", self.advice_check)
         self.compare_edit = QLineEdit()
@@ -195,6 +215,9 @@ class EvaluateWidget(QWidget):
         self.chart_label = QLabel()
         self.chart_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
         layout.addWidget(self.chart_label)
+        self.error_panel = ErrorPanel()
+        layout.addWidget(self.error_panel)
+        layout.addStretch(1)
         self._on_mode_changed(CURRENT)
 
     def _with_browse(self, edit: QLineEdit, title: str, *, file: bool = False) -> QWidget:
@@ -218,16 +241,28 @@ class EvaluateWidget(QWidget):
 
     def _on_mode_changed(self, mode: str) -> None:
         current = mode == CURRENT
-        for w in (self.shots_edit, self.select_combo, self.context_check, self.advice_check):
+        for w in (
+            self.shots_edit,
+            self.select_combo,
+            self.context_check,
+            self.advice_check,
+            self.models_list,
+        ):
             w.setEnabled(current)
         self._compare_row.setEnabled(not current)
-        from napari_fracto.settings import load_settings
-
-        s = load_settings()
+        s = self.base_settings()
         where = f" at {s.base_url}" if s.kind == "openai" and s.base_url else ""
-        adapter = f" + {s.adapter}" if s.adapter else ""
         prefix = "defaults: " if not current else ""
-        self.model_label.setText(f"{prefix}{s.kind}: {s.model or '(no model)'}{adapter}{where}")
+        # a long folder path cannot wrap and would widen the dock: its last part, the whole in the tooltip
+        shown = (
+            Path(s.model).name
+            if "/" in s.model.strip("/").split("/", 1)[-1] or Path(s.model).exists()
+            else s.model
+        )
+        self.model_label.setText(f"{prefix}{s.kind}: {shown or '(no model)'}{where}")
+        self.model_label.setToolTip(s.model)
+
+    # --- shared state -------------------------------------------------------------------------------
 
     # --- running ------------------------------------------------------------------------------------
 
@@ -238,9 +273,8 @@ class EvaluateWidget(QWidget):
     def configs(self) -> list[EvalConfig]:
         """The configurations the form describes (raises ValueError with a message for the user)."""
         from napari_fracto.evaluation.compare import expand, load_comparison
-        from napari_fracto.settings import load_settings
 
-        settings = load_settings()
+        settings = self.base_settings()
         if self.mode_combo.currentText() == COMPARISON:
             path = self.compare_edit.text().strip()
             if not path:
@@ -248,13 +282,31 @@ class EvaluateWidget(QWidget):
                     "Choose a comparison file (TOML or JSON), or use the current backend settings."
                 )
             return load_comparison(path, settings)
-        entry = {
-            "shots": parse_shots(self.shots_edit.text()),
-            "select": self.select_combo.currentText(),
-            "context": self.context_check.isChecked(),
-            "advice": self.advice_check.isChecked(),
+        chosen = self.chosen_adapters()
+        if not chosen:
+            raise ValueError("Tick at least one model to evaluate: the base model or an adapter.")
+        names = {
+            str(self.models_list.item(i).data(Qt.ItemDataRole.UserRole) or ""): self.models_list.item(
+                i
+            ).text()
+            for i in range(self.models_list.count())
         }
-        return expand([entry], settings)
+        select = self.select_combo.currentText()
+        entries = [
+            {
+                "name": ("base model" if not adapter else names[adapter])
+                + f" {k}-shot"
+                + (f" {select}" if k else ""),
+                "adapter": adapter,
+                "shots": k,
+                "select": select,
+                "context": self.context_check.isChecked(),
+                "advice": self.advice_check.isChecked(),
+            }
+            for adapter in chosen
+            for k in parse_shots(self.shots_edit.text())
+        ]
+        return expand(entries, settings)
 
     def run(self) -> None:
         """Start the evaluation in a worker thread (ignored while one runs)."""
@@ -262,13 +314,14 @@ class EvaluateWidget(QWidget):
             return
         dataset = self.dataset_edit.text().strip()
         if not dataset:
-            show_error("Choose the dataset folder to evaluate on.")
+            self.error_panel.show_message("Choose the dataset folder to evaluate on.")
             return
         try:
             configs = self.configs()
         except ValueError as exc:
-            show_error(str(exc))
+            self.error_panel.show_message(str(exc))
             return
+        self.error_panel.clear()
         for config in configs:
             if not self._remote_confirmed(config):
                 return
@@ -340,7 +393,7 @@ class EvaluateWidget(QWidget):
             self.status_label.setText("Cancelled; finished predictions are cached.")
         elif outcome.error:
             self.status_label.setText("Failed.")
-            show_error(outcome.error)
+            self.error_panel.show_outcome(outcome)
         else:
             run, paths = outcome.value
             self.show_run(run, paths)

@@ -4,23 +4,25 @@ Training runs as `python -m napari_fracto.training train ...` in a QProcess, so 
 GPU memory is returned when it ends; its JSON-lines stdout feeds a `TrainStatus` (pure, in the training
 package) that drives the progress bar, the live loss plot and the base-vs-adapter table. Stop writes a
 STOP file in the run folder (works on every OS; the trainer saves a checkpoint and exits); pressing Stop
-again, or closing the widget, terminates the process.
+again, or closing the widget, terminates the process; Resume continues a stopped run. Dataset, task,
+base model and device are the viewer's shared LoopState; a finished run sets its adapter there, which
+selects it in Analyze and Evaluate. Split assigns train/val/test (the dataset's small-dataset rule).
 """
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
-from qtpy.QtCore import QPointF, QProcess, QProcessEnvironment, Qt, Signal
-from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
+from qtpy.QtCore import QProcess, QProcessEnvironment, Signal
 from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
+    QHeaderView,
     QLabel,
     QLineEdit,
     QProgressBar,
@@ -29,13 +31,15 @@ from qtpy.QtWidgets import (
     QTableWidget,
     QTableWidgetItem,
     QToolButton,
-    QVBoxLayout,
     QWidget,
 )
 
-from napari_fracto.training.config import KNOWN_BASES, PRESETS
+from napari_fracto.loop_state import loop_state
+from napari_fracto.training.config import KNOWN_BASES, PRESETS, Device
 from napari_fracto.training.progress import TrainStatus
-from napari_fracto.widgets._common import hbox
+from napari_fracto.widgets._binding import bind_text
+from napari_fracto.widgets._common import ErrorPanel, fit_width, hbox, run_catching, scrolling_body
+from napari_fracto.widgets.loss_plot import LossPlot
 
 if TYPE_CHECKING:
     import napari
@@ -44,55 +48,18 @@ NO_PRESET = "none (use the base model as given)"
 KILL_AFTER_MS = 15000
 
 
-class LossPlot(QWidget):
-    """A minimal live line plot of training loss (blue) and validation loss (orange) against the step."""
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.setMinimumHeight(120)
-        self.train: list[tuple[int, float]] = []
-        self.val: list[tuple[int, float]] = []
-
-    def set_data(self, train: list[tuple[int, float]], val: list[tuple[int, float]]) -> None:
-        self.train, self.val = list(train), list(val)
-        self.update()
-
-    def paintEvent(self, event: Any) -> None:
-        painter = QPainter(self)
-        painter.fillRect(self.rect(), QColor(30, 30, 30))
-        points = self.train + self.val
-        if not points:
-            painter.setPen(QColor(160, 160, 160))
-            painter.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, "loss appears here")
-            painter.end()
-            return
-        x_max = max(max(s for s, _ in points), 1)
-        lo, hi = min(v for _, v in points), max(v for _, v in points)
-        span = (hi - lo) or 1.0
-        w, h, m = self.width(), self.height(), 8
-
-        def to_px(step: int, value: float) -> QPointF:
-            return QPointF(m + (w - 2 * m) * step / x_max, h - m - (h - 2 * m) * (value - lo) / span)
-
-        for series, colour in ((self.train, QColor(86, 180, 233)), (self.val, QColor(230, 159, 0))):
-            if series:
-                painter.setPen(QPen(colour, 2))
-                painter.drawPolyline(QPolygonF([to_px(s, v) for s, v in series]))
-        painter.setPen(QColor(200, 200, 200))
-        painter.drawText(m, m + 10, f"{hi:.3g}")
-        painter.drawText(m, h - m, f"{lo:.3g}")
-        painter.end()
-
-
 class TrainWidget(QWidget):
     """Pick a dataset, base model and preset; Start / Stop; watch progress; compare base and adapter."""
 
     finished = Signal(str)  # the final state: finished / stopped / failed
+    split_done = Signal()  # the Split button's worker is back (counts or an error shown)
 
     def __init__(self, napari_viewer: napari.Viewer | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.viewer = napari_viewer
+        self.state = loop_state(napari_viewer)
         self.status = TrainStatus()
+        self._split_worker: Any = None
         self.process: QProcess | None = None
         self.run_dir: Path | None = None
         self._stdout_buffer = ""
@@ -102,7 +69,7 @@ class TrainWidget(QWidget):
     # -- layout --------------------------------------------------------------------------------------
 
     def _build(self) -> None:
-        layout = QVBoxLayout(self)
+        layout = scrolling_body(self)
         form = QFormLayout()
         self.dataset_edit = QLineEdit()
         self.dataset_edit.setPlaceholderText("corrections dataset folder")
@@ -110,6 +77,15 @@ class TrainWidget(QWidget):
         browse.setText("…")
         browse.clicked.connect(self._browse_dataset)
         form.addRow("Dataset", hbox(self.dataset_edit, browse))
+        self.split_button = QPushButton("Split")
+        self.split_button.setToolTip(
+            "Assign the images not yet in a split to train/val/test (80/10/10, stratified by label; "
+            "every split gets at least one image, fewer than 3 images are refused)."
+        )
+        self.split_button.clicked.connect(self.split)
+        self.split_label = QLabel("")
+        self.split_label.setWordWrap(True)
+        form.addRow("", hbox(self.split_button, self.split_label))
         self.task_edit = QLineEdit()
         self.task_edit.setPlaceholderText("the dataset's only task")
         form.addRow("Task", self.task_edit)
@@ -128,7 +104,7 @@ class TrainWidget(QWidget):
         self.preset_label.setWordWrap(True)
         form.addRow("", self.preset_label)
         self.device_combo = QComboBox()
-        self.device_combo.addItems(["auto", "cuda", "cpu"])
+        self.device_combo.addItems(list(get_args(Device)))
         form.addRow("Device", self.device_combo)
         self.epochs_spin = QDoubleSpinBox()
         self.epochs_spin.setRange(0.1, 100)
@@ -151,8 +127,13 @@ class TrainWidget(QWidget):
         self.stop_button = QPushButton("Stop")
         self.stop_button.setEnabled(False)
         self.stop_button.clicked.connect(self.stop)
+        self.resume_button = QPushButton("Resume")
+        self.resume_button.setToolTip("Continue the stopped run from its last checkpoint.")
+        self.resume_button.setEnabled(False)
+        self.resume_button.clicked.connect(self.resume)
         buttons.addWidget(self.start_button)
         buttons.addWidget(self.stop_button)
+        buttons.addWidget(self.resume_button)
         layout.addLayout(buttons)
 
         self.progress_bar = QProgressBar()
@@ -167,8 +148,21 @@ class TrainWidget(QWidget):
         self.results_table = QTableWidget(0, 4)
         self.results_table.setHorizontalHeaderLabels(["model", "micro-F1", "set precision", "parse failures"])
         self.results_table.verticalHeader().setVisible(False)
+        self.results_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.results_table.setMaximumHeight(110)
         layout.addWidget(self.results_table)
+        self.evaluation_label = QLabel("")
+        self.evaluation_label.setWordWrap(True)
+        layout.addWidget(self.evaluation_label)
+        self.error_panel = ErrorPanel()
+        layout.addWidget(self.error_panel)
+        layout.addStretch(1)
         self._preset_changed(self.preset_combo.currentText())
+        bind_text(self.dataset_edit, self.state, "dataset")
+        bind_text(self.task_edit, self.state, "task")
+        bind_text(self.model_combo, self.state, "model")
+        bind_text(self.device_combo, self.state, "device")
+        fit_width(self)
 
     def _browse_dataset(self) -> None:
         path = QFileDialog.getExistingDirectory(self, "Corrections dataset folder")
@@ -230,19 +224,65 @@ class TrainWidget(QWidget):
             return "Choose a base model (a Hub id or a local model folder) or a preset."
         return ""
 
+    # -- split ---------------------------------------------------------------------------------------
+
+    def split(self) -> None:
+        """Split the dataset's unsplit images in a worker (a large dataset takes a moment)."""
+        from napari.qt.threading import create_worker
+
+        if self._split_worker is not None:
+            return
+        dataset = self.dataset_edit.text().strip()
+        if not (Path(dataset).expanduser() / "dataset.sqlite").is_file():
+            self.error_panel.show_message("Choose a corrections dataset first, then split it.")
+            self.split_done.emit()
+            return
+        task = self.task_edit.text().strip() or None
+        self.split_button.setEnabled(False)
+        self.split_label.setText("splitting…")
+        worker = create_worker(run_catching, lambda: _split(Path(dataset), task), _start_thread=False)
+        worker.returned.connect(self._split_returned)
+        self._split_worker = worker
+        worker.start()
+
+    def _split_returned(self, outcome: Any) -> None:
+        self._split_worker = None
+        self.split_button.setEnabled(True)
+        if outcome.error:
+            self.split_label.setText("not split")
+            self.error_panel.show_outcome(outcome)
+        else:
+            self.error_panel.clear()
+            self.split_label.setText(", ".join(f"{k} {v}" for k, v in outcome.value.items()))
+        self.split_done.emit()
+
+    # -- start / resume --------------------------------------------------------------------------------
+
     def start(self) -> None:
         from napari_fracto.training.runfolder import new_run_dir
-        from napari_fracto.widgets._common import show_error
 
         if self.process is not None:
             return
         problem = self._check_inputs()
         if problem:
-            show_error(problem)
+            self.error_panel.show_message(problem)
             self.progress_label.setText(problem)
             return
         name = self.name_edit.text().strip() or Path(self.model_combo.currentText().strip() or "adapter").name
         self.run_dir = new_run_dir(name)
+        self._launch(self.command(self.run_dir))
+
+    def resume(self) -> None:
+        """Continue the stopped run (`train --resume RUN_DIR`), from its newest checkpoint."""
+        if self.process is not None or self.run_dir is None:
+            return
+        self._launch(["-m", "napari_fracto.training", "train", "--resume", str(self.run_dir)])
+
+    def _launch(self, args: list[str]) -> None:
+        self.error_panel.clear()
+        self.evaluation_label.setText("")
+        self.resume_button.setEnabled(False)
+        self.state.last_run = str(self.run_dir)
         self.status = TrainStatus(state="starting", run_dir=str(self.run_dir))
         self._stdout_buffer = ""
         self.stderr_tail = []
@@ -261,7 +301,7 @@ class TrainWidget(QWidget):
         self.stop_button.setEnabled(True)
         self.stop_button.setText("Stop")
         self.progress_label.setText(f"starting… (run folder {self.run_dir})")
-        process.start(sys.executable, self.command(self.run_dir))
+        process.start(sys.executable, args)
 
     def stop(self) -> None:
         """First press: ask for a clean stop (checkpoint saved). Second press: terminate the process."""
@@ -314,7 +354,7 @@ class TrainWidget(QWidget):
             self._process_finished(-1, None)
 
     def _process_finished(self, exit_code: int, exit_status: Any) -> None:
-        from napari_fracto.widgets._common import show_error, show_info
+        from napari_fracto.widgets._common import show_info
 
         if self.process is None:
             return
@@ -335,11 +375,17 @@ class TrainWidget(QWidget):
                 self.status.message = f"Training ended unexpectedly (exit code {exit_code}). {detail}"
         self.start_button.setEnabled(True)
         self.stop_button.setEnabled(False)
+        self.resume_button.setEnabled(self.status.state == "stopped")
         self._refresh()
         if self.status.state == "failed":
-            show_error(self.status.message)
+            details = "\n".join(self.stderr_tail)
+            self.error_panel.show_message(self.status.message, details)
         elif self.status.message:
             show_info(self.status.message)
+        if self.status.state == "finished" and self.status.adapter:
+            # the loop closes here: Analyze and Evaluate select the new adapter
+            self.state.last_adapter_name = self.status.name
+            self.state.adapter = self.status.adapter
         self.finished.emit(self.status.state)
 
     # -- display -------------------------------------------------------------------------------------
@@ -364,6 +410,27 @@ class TrainWidget(QWidget):
             ]
             for c, value in enumerate(values):
                 self.results_table.setItem(r, c, QTableWidgetItem(value))
+        self.evaluation_label.setText(evaluation_note(s))
+
+
+def evaluation_note(status: TrainStatus) -> str:
+    """Why the base-vs-adapter table is empty after a run ("" while running or when it has rows)."""
+    if status.running or status.comparison_rows() or status.state not in ("finished", "failed"):
+        return ""
+    evaluation = status.evaluation or {}
+    errors = evaluation.get("errors") or {}
+    if errors:
+        return "No evaluation: " + "; ".join(f"{k}: {v}" for k, v in errors.items())
+    note = evaluation.get("note") or "no final evaluation was reported (see the run folder's log)"
+    return f"No evaluation beside the base model: {note}"
+
+
+def _split(dataset: Path, task: str | None) -> dict[str, int]:
+    from napari_fracto.dataset import Dataset
+    from napari_fracto.dataset.split import split_dataset
+
+    with Dataset.open(dataset) as ds:
+        return split_dataset(ds, task=task)
 
 
 def _fmt(value: Any) -> str:

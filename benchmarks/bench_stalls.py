@@ -1,0 +1,188 @@
+"""The longest Qt-thread stall of the user actions issue 9 lists, measured with a 10 ms QTimer.
+
+A 10 ms timer ticks on the Qt thread while each action runs (and until its workers are back); the longest
+gap between two ticks is how long napari froze. Target: every longest gap <= 50 ms.
+
+    xvfb-run -a -s "-screen 0 1280x800x24" .venv/bin/python benchmarks/bench_stalls.py [--reviews 10000]
+
+Actions: opening the ptychography sample (File > Open Sample, and the Ptychodus HDF5 product from
+shared/data when present), drawing an Analyze result with 100 boxes (first draw and redraw), opening a
+500-image folder in Review, the next image in that folder, reopening a dataset with 10,000 reviews.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+SHARED_H5 = (
+    Path(__file__).resolve().parents[2] / "shared/data/ptychography/ptychi-sim/g_raster_grid_product.h5"
+)
+
+
+class StallMeter:
+    """Ticks a 10 ms QTimer; `longest()` is the largest gap between ticks (seconds) since `start()`."""
+
+    def __init__(self) -> None:
+        from qtpy.QtCore import QTimer
+
+        self.ticks: list[float] = []
+        self.timer = QTimer()
+        self.timer.setInterval(10)
+        self.timer.timeout.connect(lambda: self.ticks.append(time.perf_counter()))
+
+    def measure(self, action: Callable[[], object], done: Callable[[], bool] = lambda: True) -> float:
+        from qtpy.QtWidgets import QApplication
+
+        self.ticks = [time.perf_counter()]
+        self.timer.start()
+        end = time.perf_counter() + 0.05
+        while time.perf_counter() < end:  # let the timer settle
+            QApplication.processEvents()
+        action()
+        deadline = time.perf_counter() + 600
+        settle = None
+        while time.perf_counter() < deadline:
+            QApplication.processEvents()
+            if done():
+                settle = settle or time.perf_counter() + 0.1  # paint events after the work
+                if time.perf_counter() > settle:
+                    break
+            time.sleep(0.001)
+        self.timer.stop()
+        self.ticks.append(time.perf_counter())
+        return float(np.max(np.diff(self.ticks)))
+
+
+def _answer(n_boxes: int) -> str:
+    rng = np.random.default_rng(0)
+    items = []
+    for i in range(n_boxes):
+        x1, y1 = (int(v) for v in rng.integers(0, 900, size=2))
+        items.append(
+            {"label": "Grid artifacts" if i % 2 else "Halo artifacts", "bbox_2d": [x1, y1, x1 + 50, y1 + 40]}
+        )
+    return json.dumps({"labels": items})
+
+
+def _folder(root: Path, n: int) -> Path:
+    from PIL import Image
+
+    folder = root / "folder"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (256, 256), dtype=np.uint8)).save(folder / f"img{i:04d}.png")
+    return folder
+
+
+def _big_dataset(root: Path, n: int) -> Path:
+    from napari_fracto.dataset import Dataset
+    from napari_fracto.findings import Box, Finding
+    from napari_fracto.review import ReviewQueue
+
+    rng = np.random.default_rng(2)
+    with Dataset.create(root / "big") as ds:
+        ids = [
+            ds.add_image(rng.integers(0, 255, (32, 32), dtype=np.uint8), task="fracture") for _ in range(n)
+        ]
+        for image_id in ids:
+            ds.save_review(image_id, "fracture", [Finding("cleavage facets", box=Box(2, 2, 20, 20))])
+        ReviewQueue.from_dataset(ds, "fracture")  # the queue the reviewer left, resumed on reopening
+    return root / "big"
+
+
+def _hide(viewer) -> None:
+    """Hide the layers of the previous action (removing them crashed llvmpipe's GL under Xvfb)."""
+    for layer in viewer.layers:
+        layer.visible = False
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reviews", type=int, default=10_000)
+    parser.add_argument("--images", type=int, default=500)
+    args = parser.parse_args()
+
+    import napari
+
+    from napari_fracto.analysis import analyze_array
+    from napari_fracto.testing.scripted import ScriptedBackend
+    from napari_fracto.widgets.analyze import AnalyzeWidget
+    from napari_fracto.widgets.review import ReviewWidget
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-stalls-"))
+    print(f"building a {args.images}-image folder and a {args.reviews}-review dataset in {tmp} …")
+    folder = _folder(tmp, args.images)
+    big = _big_dataset(tmp, args.reviews)
+
+    viewer = napari.Viewer()
+    analyze = AnalyzeWidget(viewer)
+    review = ReviewWidget(viewer)
+    viewer.window.add_dock_widget(analyze, name="Analyze")
+    viewer.window.add_dock_widget(review, name="Review")
+    try:
+        from napari_fracto.widgets._common import warm_up
+    except ImportError:  # a version without the warm-up (for "before" figures)
+        pass
+    else:
+        warm_up().join()  # the docks import napari's and the plugin's lazy modules in the background
+    meter = StallMeter()
+    rows: list[tuple[str, float]] = []
+
+    rows.append(
+        (
+            "open the ptychography sample",
+            meter.measure(lambda: viewer.open_sample("napari-fracto", "ptycho-clean")),
+        )
+    )
+    if SHARED_H5.is_file():
+        rows.append(
+            (
+                "open a Ptychodus HDF5 product",
+                meter.measure(lambda: viewer.open(SHARED_H5, plugin="napari-fracto")),
+            )
+        )
+    _hide(viewer)
+
+    image = np.random.default_rng(3).random((1024, 1024)).astype(np.float32)
+    layer = viewer.add_image(image, name="recon")
+    result = analyze_array(image, task="ptychography", backend=ScriptedBackend(_answer(100)))
+    rows.append(
+        ("draw an Analyze result, 100 boxes", meter.measure(lambda: analyze.show_result(result, layer)))
+    )
+    rows.append(("redraw it (same image)", meter.measure(lambda: analyze.show_result(result, layer))))
+    _hide(viewer)
+
+    review.open_dataset(tmp / "reviews")
+    queued = {"n": 0}
+    review.image_loaded.connect(lambda _i: queued.__setitem__("n", queued["n"] + 1))
+    rows.append(
+        (
+            f"open a {args.images}-image folder in Review",
+            meter.measure(lambda: review.open_source(folder), lambda: queued["n"] >= 1),
+        )
+    )
+    rows.append(("next image in that folder", meter.measure(review.next_image, lambda: queued["n"] >= 2)))
+    rows.append(
+        (
+            f"reopen a dataset with {args.reviews} reviews",
+            meter.measure(lambda: review.open_dataset(big), lambda: queued["n"] >= 3),
+        )
+    )
+
+    print(f"\n{'action':<42} longest Qt-thread gap")
+    for name, gap in rows:
+        flag = "" if gap <= 0.05 else "  > 50 ms"
+        print(f"{name:<42} {gap * 1000:8.0f} ms{flag}")
+    viewer.close()
+
+
+if __name__ == "__main__":
+    main()
