@@ -21,7 +21,6 @@ from napari_fracto.overlay import PALETTE
 from napari_fracto.settings import settings_path
 from napari_fracto.testing.scripted import ScriptedBackend
 from napari_fracto.vocabulary import load_vocabulary
-from napari_fracto.widgets import analyze as analyze_module
 from napari_fracto.widgets.analyze import AnalyzeWidget
 
 ARTIFACTS = Path(__file__).parent / "_artifacts"
@@ -58,9 +57,11 @@ def notifications():
 
 @pytest.fixture(autouse=True)
 def _forget_confirmed_hosts():
-    analyze_module._CONFIRMED_HOSTS.clear()
+    from napari_fracto.remote_hosts import CONSENT
+
+    CONSENT.forget()
     yield
-    analyze_module._CONFIRMED_HOSTS.clear()
+    CONSENT.forget()
 
 
 @pytest.fixture

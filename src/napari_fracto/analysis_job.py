@@ -53,6 +53,7 @@ class AnalysisJob:
     recon_settings: str = ""
     examples: ExamplesChoice | None = None  # in-context examples from a corrections dataset
     built_backend: bool = False  # this job made its backend (rather than reusing the widget's)
+    analysed: Any = None  # the array the model was asked about (complex for a phase + amplitude pair)
 
     def run(self) -> AnalysisResult:
         from napari_fracto.icl import example_chooser
@@ -60,6 +61,7 @@ class AnalysisJob:
         array = np.asarray(self.array)  # lazy (dask, zarr) planes load here, off the UI thread
         if self.amplitude is not None:  # phase + amplitude layers are one complex object again
             array = np.asarray(self.amplitude) * np.exp(1j * array.astype(np.float64))
+        self.analysed = array  # what Send to review stores, so the stored request reproduces the input
         ex = self.examples
         # before the model loads: a dataset without reviewed train images fails fast
         chooser = (

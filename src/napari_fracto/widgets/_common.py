@@ -247,3 +247,20 @@ class ErrorPanel(QWidget):
     @property
     def text(self) -> str:
         return self.message.text()
+
+
+def confirm_remote_host(base_url: str | None, ask: Callable[[str], bool]) -> bool:
+    """Images leave the machine only after a yes for that host (asked once per session, for every dock).
+
+    The one consent of the CLI, evaluation and the widgets (`remote_hosts.CONSENT`), so a host confirmed
+    in Analyze is not asked again in Evaluate, and the question names the real host.
+    """
+    from napari_fracto.remote_hosts import CONSENT
+
+    warning = CONSENT.warning(base_url or None)
+    if warning is None:
+        return True
+    if not ask(warning):
+        return False
+    CONSENT.confirm(base_url or None)
+    return True

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
 
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import (
@@ -31,6 +31,7 @@ from napari_fracto.widgets._binding import bind_text
 from napari_fracto.widgets._common import (
     Outcome,
     ProgressRelay,
+    confirm_remote_host,
     fit_width,
     run_catching,
     show_error,
@@ -51,13 +52,6 @@ if TYPE_CHECKING:
     from napari_fracto.settings import BackendSettings
 
 logger = logging.getLogger(__name__)
-
-# Hosts the user agreed to send images to, for the lifetime of the napari session (all widgets).
-_CONFIRMED_HOSTS: set[str] = set()
-
-
-def _host(settings: BackendSettings) -> str:
-    return urlparse(settings.base_url).hostname or settings.base_url or "api.openai.com"
 
 
 def _ask_user(message: str) -> bool:
@@ -258,25 +252,17 @@ class AnalyzeWidget(FormMixin, AdaptersMixin, LayersMixin, ResultsMixin, QWidget
     def _validated_settings(self) -> BackendSettings:
         from pydantic import ValidationError
 
+        from napari_fracto.adapters import choose_adapter
+
         try:
-            return self.current_settings()
+            # a registered adapter brings how its base loads (4-bit for QLoRA); the form keeps the budget
+            return choose_adapter(self.current_settings(), keep_budget=True).settings
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
             raise ValueError(f"Check the model settings: {problems}") from None
 
     def _remote_confirmed(self, settings: BackendSettings) -> bool:
-        from napari_fracto.backends.openai_backend import remote_warning
-
-        host = _host(settings)
-        if host in _CONFIRMED_HOSTS:
-            return True
-        message = remote_warning(settings.base_url)
-        if message is None:
-            return True
-        if self.confirm_remote(message):
-            _CONFIRMED_HOSTS.add(host)
-            return True
-        return False
+        return confirm_remote_host(settings.base_url, self.confirm_remote)
 
     def _start(self, job: AnalysisJob, layer: Any, plane: Plane) -> None:
         from napari.qt.threading import create_worker
@@ -347,7 +333,8 @@ class AnalyzeWidget(FormMixin, AdaptersMixin, LayersMixin, ResultsMixin, QWidget
                 self.status_label.setText("Failed.")
                 self.error_panel.show_outcome(outcome)
             else:
-                self.show_result(outcome.value, layer, plane)
+                analysed = replace(plane, array=job.analysed) if job.analysed is not None else plane
+                self.show_result(outcome.value, layer, analysed)
         finally:
             self._set_busy(False)
             self.run_finished.emit()

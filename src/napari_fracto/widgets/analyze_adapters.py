@@ -100,6 +100,22 @@ class AdaptersMixin:
         path = self.adapter_path()
         choice = next((c for c in self._adapter_choices if c.path == path), None)
         self.adapter_combo.setToolTip(choice.tooltip if choice is not None else ADAPTER_TIP)
+        if choice is not None:
+            self._apply_trained_request(path)
+
+    def _apply_trained_request(self, path: str) -> None:
+        """Ask as the adapter was trained: its image budget and display options go into the form."""
+        from napari_fracto.training.registry import list_adapters
+
+        entry = next((e for e in list_adapters() if e.path == path), None)
+        trained = entry.request_settings if entry is not None else {}
+        if trained.get("max_image_tokens"):
+            self.tokens_spin.setValue(int(trained["max_image_tokens"]))
+        display = trained.get("display")
+        if display:
+            self.ramp_check.setChecked(bool(display.get("ramp")))
+            self.unwrap_check.setChecked(bool(display.get("unwrap")))
+            self.crop_check.setChecked(bool(display.get("crop")))
 
     def showEvent(self, event: Any) -> None:
         # a training run may have registered an adapter since the dock was last shown

@@ -303,8 +303,13 @@ class FormMixin:
     def _update_key_placeholder(self) -> None:
         import os
 
+        from napari_fracto.remote_hosts import key_variable
+
         env = self._settings
-        name = env.api_key_env if env is not None else "OPENAI_API_KEY"
+        name = key_variable(env.base_url if env else "", env.api_key_env if env else "")
+        if name is None:  # no key goes to this host unless one is typed or a variable is named
+            self.api_key_edit.setPlaceholderText("no key is sent to this server unless you enter one")
+            return
         found = "set" if os.environ.get(name) else "not set"
         self.api_key_edit.setPlaceholderText(f"default: ${name} ({found})")
 

@@ -42,6 +42,7 @@ from napari_fracto.widgets._common import (
     ErrorPanel,
     Outcome,
     ProgressRelay,
+    confirm_remote_host,
     fit_width,
     run_catching,
     scrolling_body,
@@ -340,15 +341,14 @@ class EvaluateWidget(ModelsMixin, QWidget):
         self._start(job)
 
     def _remote_confirmed(self, config: EvalConfig) -> bool:
-        from napari_fracto.backends.openai_backend import remote_warning
-
         if config.settings.kind != "openai":
             return True
-        warning = remote_warning(config.settings.base_url or None)
-        if warning is None:
-            return True
-        answer = QMessageBox.question(self, "Send images to a remote server?", warning + "\n\nSend them?")
-        return answer == QMessageBox.StandardButton.Yes
+
+        def ask(warning: str) -> bool:
+            answer = QMessageBox.question(self, "Send images to a remote server?", warning + "\n\nSend them?")
+            return answer == QMessageBox.StandardButton.Yes
+
+        return confirm_remote_host(config.settings.base_url, ask)
 
     def _start(self, job: _Job) -> None:
         from napari.qt.threading import create_worker
