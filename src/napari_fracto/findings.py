@@ -117,21 +117,9 @@ class AnalysisResult:
 
     def __post_init__(self) -> None:
         if self.request is None:
-            from napari_fracto.request import from_legacy
+            from napari_fracto.request import legacy_request_of
 
-            self.request = from_legacy(
-                task=self.task,
-                context=self.context,
-                preprocessing=self.preprocessing,
-                evidence=self.evidence,
-                backend=self.backend,
-                model=self.model,
-                adapter=self.adapter,
-                prompt_version=self.prompt_version,
-                vocabulary_version=self.vocabulary_version,
-                source=self.source,
-                advice=bool(self.advice),
-            )
+            self.request = legacy_request_of(self, source=self.source, advice=bool(self.advice))
 
     @property
     def labels(self) -> list[str]:

@@ -261,3 +261,10 @@ def from_legacy(
         prompt_version=prompt_version,
         vocabulary_version=vocabulary_version,
     )
+
+
+def legacy_request_of(record: Any, **extra: Any) -> AnalysisRequest:
+    """`from_legacy` of an object with a result's or a review's fields (task, context, provenance...)."""
+    names = ("task", "context", "preprocessing", "evidence", "backend", "model", "adapter", "prompt_version",
+             "vocabulary_version")  # fmt: skip
+    return from_legacy(**{name: getattr(record, name) for name in names}, **extra)

@@ -97,24 +97,11 @@ class ReviewRecord:
 
     def __post_init__(self) -> None:
         if self.request is None:
-            from napari_fracto.request import from_legacy
+            from napari_fracto.request import legacy_request_of
 
+            advice = bool(self.predicted_advice or self.advice)
             object.__setattr__(
-                self,
-                "request",
-                from_legacy(
-                    task=self.task,
-                    context=self.context,
-                    preprocessing=self.preprocessing,
-                    evidence=self.evidence,
-                    backend=self.backend,
-                    model=self.model,
-                    adapter=self.adapter,
-                    prompt_version=self.prompt_version,
-                    vocabulary_version=self.vocabulary_version,
-                    image_id=self.image_id,
-                    advice=bool(self.predicted_advice or self.advice),
-                ),
+                self, "request", legacy_request_of(self, image_id=self.image_id, advice=advice)
             )
 
     @property

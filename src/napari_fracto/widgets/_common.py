@@ -20,6 +20,8 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
     QScrollArea,
     QSizePolicy,
     QToolButton,
@@ -264,3 +266,44 @@ def confirm_remote_host(base_url: str | None, ask: Callable[[str], bool]) -> boo
         return False
     CONSENT.confirm(base_url or None)
     return True
+
+
+@dataclass
+class RunControls:
+    """A dock's run row: start and Cancel buttons, a progress bar, a status line and the error panel."""
+
+    start: QPushButton
+    cancel: QPushButton
+    progress: QProgressBar
+    status: QLabel
+    errors: ErrorPanel
+
+
+def add_run_controls(
+    layout: Any,
+    text: str,
+    on_start: Callable[[], Any],
+    on_cancel: Callable[[], Any],
+    *,
+    tooltip: str = "",
+    progress_text: bool = True,
+    progress_hidden: bool = True,
+) -> RunControls:
+    """The run row every dock has, added to `layout`; Cancel starts disabled (nothing runs yet)."""
+    start = QPushButton(text)
+    start.setToolTip(tooltip)
+    start.clicked.connect(lambda *_: on_start())
+    cancel = QPushButton("Cancel")
+    cancel.setEnabled(False)
+    cancel.clicked.connect(lambda *_: on_cancel())
+    layout.addWidget(hbox(start, cancel))
+    progress = QProgressBar()
+    progress.setTextVisible(progress_text)
+    progress.setVisible(not progress_hidden)
+    layout.addWidget(progress)
+    status = QLabel("")
+    status.setWordWrap(True)
+    layout.addWidget(status)
+    errors = ErrorPanel()
+    layout.addWidget(errors)
+    return RunControls(start, cancel, progress, status, errors)

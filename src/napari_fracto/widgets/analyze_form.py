@@ -14,13 +14,10 @@ from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
     QFormLayout,
-    QHBoxLayout,
     QHeaderView,
     QLabel,
     QLineEdit,
     QPlainTextEdit,
-    QProgressBar,
-    QPushButton,
     QSpinBox,
     QTableWidget,
     QToolButton,
@@ -32,7 +29,7 @@ from napari_fracto.analysis_job import ExamplesChoice
 from napari_fracto.vocabulary import analysis_tasks
 from napari_fracto.widgets._common import (
     DEVICES,
-    ErrorPanel,
+    add_run_controls,
     hbox,
     scrolling_body,
 )
@@ -211,22 +208,11 @@ class FormMixin:
 
     def _build_run(self, layout: QVBoxLayout) -> None:
         """Analyze / Cancel, progress, status and the last error."""
-        buttons = QHBoxLayout()
-        self.analyze_button = QPushButton("Analyze")
-        self.analyze_button.clicked.connect(self.analyze)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.clicked.connect(self.cancel)
-        buttons.addWidget(self.analyze_button)
-        buttons.addWidget(self.cancel_button)
-        layout.addLayout(buttons)
-        self.progress_bar = QProgressBar()
-        self.progress_bar.setTextVisible(False)
-        layout.addWidget(self.progress_bar)
-        self.status_label = QLabel("")
-        self.status_label.setWordWrap(True)
-        layout.addWidget(self.status_label)
-        self.error_panel = ErrorPanel()
-        layout.addWidget(self.error_panel)
+        run = add_run_controls(
+            layout, "Analyze", self.analyze, self.cancel, progress_text=False, progress_hidden=False
+        )
+        self.analyze_button, self.cancel_button, self.progress_bar = run.start, run.cancel, run.progress
+        self.status_label, self.error_panel = run.status, run.errors
 
     def _build_results(self, layout: QVBoxLayout) -> None:
         """Verdict, findings table, advice, evidence, raw answer, Send to review."""

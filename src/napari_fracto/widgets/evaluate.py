@@ -27,8 +27,6 @@ from qtpy.QtWidgets import (
     QLineEdit,
     QListWidget,
     QMessageBox,
-    QProgressBar,
-    QPushButton,
     QSpinBox,
     QTableWidget,
     QTableWidgetItem,
@@ -39,9 +37,9 @@ from qtpy.QtWidgets import (
 from napari_fracto.loop_state import loop_state
 from napari_fracto.widgets._binding import bind_text
 from napari_fracto.widgets._common import (
-    ErrorPanel,
     Outcome,
     ProgressRelay,
+    add_run_controls,
     confirm_remote_host,
     fit_width,
     run_catching,
@@ -192,21 +190,9 @@ class EvaluateWidget(ModelsMixin, QWidget):
         form.addRow("Resamples", self.resamples_spin)
         layout.addLayout(form)
 
-        buttons = QHBoxLayout()
-        self.run_button = QPushButton("Run")
-        self.run_button.clicked.connect(self.run)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        self.cancel_button.clicked.connect(self.cancel)
-        buttons.addWidget(self.run_button)
-        buttons.addWidget(self.cancel_button)
-        layout.addLayout(buttons)
-        self.progress_bar = QProgressBar()
-        self.progress_bar.setVisible(False)
-        layout.addWidget(self.progress_bar)
-        self.status_label = QLabel("")
-        self.status_label.setWordWrap(True)
-        layout.addWidget(self.status_label)
+        run = add_run_controls(layout, "Run", self.run, self.cancel)
+        self.run_button, self.cancel_button, self.progress_bar = run.start, run.cancel, run.progress
+        self.status_label, self.error_panel = run.status, run.errors
 
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(list(COLUMNS))
@@ -216,8 +202,6 @@ class EvaluateWidget(ModelsMixin, QWidget):
         self.chart_label = QLabel()
         self.chart_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
         layout.addWidget(self.chart_label)
-        self.error_panel = ErrorPanel()
-        layout.addWidget(self.error_panel)
         layout.addStretch(1)
         self._on_mode_changed(CURRENT)
 

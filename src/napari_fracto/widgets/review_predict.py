@@ -15,10 +15,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qtpy.QtCore import Signal
-from qtpy.QtWidgets import QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 from napari_fracto.loop_state import LoopState
-from napari_fracto.widgets._common import ErrorPanel, Outcome, ProgressRelay, hbox, run_catching
+from napari_fracto.widgets._common import (
+    Outcome,
+    ProgressRelay,
+    add_run_controls,
+    run_catching,
+)
 
 if TYPE_CHECKING:
     from napari_fracto.backends.base import Backend
@@ -108,23 +113,16 @@ class PredictSection(QWidget):
         self._relay.progress.connect(self._on_progress)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        self.run_button = QPushButton("Run the model on unlabelled")
-        self.run_button.setToolTip(
-            "Predict the queue's images that have no prediction yet, with Analyze's model and adapter."
+        run = add_run_controls(
+            layout,
+            "Run the model on unlabelled",
+            self.start,
+            self.cancel,
+            tooltip="Predict the queue's images that have no prediction yet, with Analyze's model and "
+            "adapter.",
         )
-        self.run_button.clicked.connect(self.start)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        self.cancel_button.clicked.connect(self.cancel)
-        layout.addWidget(hbox(self.run_button, self.cancel_button))
-        self.progress_bar = QProgressBar()
-        self.progress_bar.setVisible(False)
-        layout.addWidget(self.progress_bar)
-        self.status_label = QLabel("")
-        self.status_label.setWordWrap(True)
-        layout.addWidget(self.status_label)
-        self.error_panel = ErrorPanel()
-        layout.addWidget(self.error_panel)
+        self.run_button, self.cancel_button, self.progress_bar = run.start, run.cancel, run.progress
+        self.status_label, self.error_panel = run.status, run.errors
 
     @property
     def busy(self) -> bool:
