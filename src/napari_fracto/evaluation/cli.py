@@ -11,15 +11,12 @@ from pathlib import Path
 
 
 def _shots(text: str) -> list[int]:
+    from napari_fracto.evaluation.compare import ComparisonError, parse_shots
+
     try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--shots takes numbers separated by commas, e.g. 0,1,3 (got {text!r})"
-        ) from None
-    if not values or any(v < 0 for v in values):
-        raise argparse.ArgumentTypeError(f"--shots takes numbers of 0 or more, e.g. 0,1,3 (got {text!r})")
-    return list(dict.fromkeys(values))
+        return parse_shots(text)
+    except ComparisonError as exc:
+        raise argparse.ArgumentTypeError(str(exc).replace("Shots must be", "--shots takes", 1)) from None
 
 
 def add_parser(subparsers) -> None:

@@ -106,6 +106,19 @@ class EvalConfig(BaseModel):
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
+def parse_shots(text: str) -> list[int]:
+    """ "0, 1, 3" -> [0, 1, 3] (duplicates dropped); the one reading of a shots list, CLI and widget."""
+    try:
+        values = [int(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise ComparisonError(
+            f"Shots must be numbers separated by commas, e.g. 0,1,3 (got {text!r})."
+        ) from None
+    if not values or any(v < 0 for v in values):
+        raise ComparisonError(f"Shots must be numbers of 0 or more, e.g. 0,1,3 (got {text!r}).")
+    return list(dict.fromkeys(values))
+
+
 def default_name(config: EvalConfig) -> str:
     s = config.settings
     model = s.model.rstrip("/").rsplit("/", 1)[-1] or s.kind

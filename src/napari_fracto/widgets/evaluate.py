@@ -34,6 +34,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_fracto.evaluation.compare import parse_shots
 from napari_fracto.loop_state import loop_state
 from napari_fracto.widgets._binding import bind_text
 from napari_fracto.widgets._common import (
@@ -87,17 +88,6 @@ class _Job:
                 progress=self.progress,
             )
         return run, write_reports(run, self.out)
-
-
-def parse_shots(text: str) -> list[int]:
-    """ "0, 1, 3" -> [0, 1, 3]; raises ValueError with what to type instead."""
-    try:
-        values = [int(v) for v in text.replace(" ", "").split(",") if v]
-    except ValueError:
-        raise ValueError(f"Shots must be numbers separated by commas, e.g. 0,1,3 (got {text!r}).") from None
-    if not values or any(v < 0 for v in values):
-        raise ValueError(f"Shots must be numbers of 0 or more, e.g. 0,1,3 (got {text!r}).")
-    return list(dict.fromkeys(values))
 
 
 class EvaluateWidget(ModelsMixin, QWidget):
