@@ -48,7 +48,9 @@ def add_dataset_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
         choices=["reviewed", "unreviewed", "any"],
         help="which current reviews to export (default: reviewed)",
     )
-    p.add_argument("--part", choices=["phase", "amplitude"], default="phase", help="for complex data")
+    p.add_argument(
+        "--part", choices=["phase", "amplitude"], help="for complex data (default: as each review was asked)"
+    )
 
     p = action("import", "import PtychoBench JSON splits or a folder-per-class image set")
     p.add_argument("source", type=Path, help="PtychoBench JSON/folder, or a folder of class folders")
