@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 from qtpy.QtWidgets import QComboBox, QLineEdit
@@ -15,19 +16,28 @@ def bind_text(widget: QLineEdit | QComboBox, state: LoopState, field: str) -> No
     The form takes the state's value when it has one; an empty state takes the form's value.
     """
 
-    def text() -> str:
-        return widget.text() if isinstance(widget, QLineEdit) else widget.currentText()
+    ref = weakref.ref(widget)  # the state outlives a closed dock: it must not keep the widget alive
+    events = getattr(state.events, field)
+
+    def text(w: Any) -> str:
+        return w.text() if isinstance(w, QLineEdit) else w.currentText()
 
     def show(value: Any) -> None:
-        value = "" if value is None else str(value)
-        if text() == value:
-            return
-        if isinstance(widget, QLineEdit):
-            widget.setText(value)
-        elif widget.isEditable():
-            widget.setCurrentText(value)
-        elif widget.findText(value) >= 0:
-            widget.setCurrentIndex(widget.findText(value))
+        w = ref()
+        try:
+            if w is None:
+                raise RuntimeError("the widget is gone")
+            value = "" if value is None else str(value)
+            if text(w) == value:
+                return
+            if isinstance(w, QLineEdit):
+                w.setText(value)
+            elif w.isEditable():
+                w.setCurrentText(value)
+            elif w.findText(value) >= 0:
+                w.setCurrentIndex(w.findText(value))
+        except RuntimeError:  # its C++ side was deleted (dock closed): stop showing values there
+            events.disconnect(show)
 
     def store(new: str) -> None:
         if getattr(state, field) != new.strip():
@@ -35,10 +45,8 @@ def bind_text(widget: QLineEdit | QComboBox, state: LoopState, field: str) -> No
 
     if getattr(state, field):
         show(getattr(state, field))
-    elif text().strip():
-        store(text())
-    getattr(state.events, field).connect(show)
+    elif text(widget).strip():
+        store(text(widget))
+    events.connect(show)
     signal = widget.textChanged if isinstance(widget, QLineEdit) else widget.currentTextChanged
     signal.connect(store)
-    # the state outlives a closed dock: stop showing values in a deleted widget
-    widget.destroyed.connect(lambda *_: getattr(state.events, field).disconnect(show))
