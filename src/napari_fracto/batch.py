@@ -19,14 +19,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from napari_fracto.findings import AnalysisContext, AnalysisResult
+from napari_fracto.io.images import IMAGE_SUFFIXES
+from napari_fracto.io.images import ImagePlane as AnalysisInput
 
 if TYPE_CHECKING:
     import numpy as np
 
     from napari_fracto.backends.base import Backend
-    from napari_fracto.ptycho.prepare import ScanGeometry
 
-IMAGE_SUFFIXES = {".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp", ".npy", ".npz", ".h5", ".hdf5", ".cxi"}
 CSV_COLUMNS = ["source", "label", "confidence", "x1", "y1", "x2", "y2", "backend", "model", "adapter"]
 
 
@@ -50,87 +50,20 @@ def iter_image_files(paths: Iterable[str | Path]) -> Iterator[Path]:
 
 
 def load_analysis_images(path: Path, part: str = "phase") -> list[tuple[str, np.ndarray]]:
-    """The 2-D images (or RGB) in a file, named for the record: planes of a stack are separate images.
+    """The 2-D images (or RGB) in a file as the viewer reads them (see `io.images.reader_planes`)."""
+    from napari_fracto.io.images import reader_planes
 
-    Uses the napari reader, so the CLI sees a file exactly as the viewer does. Complex data is split by the
-    reader into phase and amplitude layers; `part` picks which one is analysed.
-    """
-    from napari_fracto.io.readers import ReaderError, napari_get_reader
-
-    if not path.exists():
-        raise ReaderError(f"{path}: no such file.")
-    reader = napari_get_reader(str(path))
-    if reader is None:
-        raise ReaderError(f"{path}: not a format napari-fracto reads ({', '.join(sorted(IMAGE_SUFFIXES))}).")
-    images: list[tuple[str, Any]] = []
-    layers = [layer for layer in reader(str(path)) if (layer[2] if len(layer) > 2 else "image") == "image"]
-    names = [str(layer[1].get("name", "")) if len(layer) > 1 else "" for layer in layers]
-    has_parts = any(n.endswith((" phase", " amplitude")) for n in names)
-    for layer, name in zip(layers, names, strict=True):
-        data = layer[0]
-        kwargs = layer[1] if len(layer) > 1 else {}
-        if is_probe_layer(kwargs) or (has_parts and not name.endswith(f" {part}")):
-            continue
-        rgb = bool(kwargs.get("rgb", False))
-        spatial = 3 if rgb else 2
-        label = f"{path}" if len(layers) == 1 or not name else f"{path} [{name}]"
-        if data.ndim <= spatial:
-            images.append((label, data))
-        else:
-            flat = data.reshape((-1, *data.shape[-spatial:]))
-            images.extend((f"{label} [plane {i}]", flat[i]) for i in range(flat.shape[0]))
-    if not images:
-        raise ReaderError(f"{path}: holds no image napari-fracto can analyse.")
-    return images
-
-
-def is_probe_layer(layer_kwargs: dict[str, Any]) -> bool:
-    """True for a layer the reader marks as a probe: a ptychography product's probe layer (metadata
-    `probe_modes`), or an array stored as `probe...` inside a container (.npz/.h5). Decided from what
-    the reader records, never from the file name: `e_wrong_probe_fixed_object.npy` is an object."""
-    meta = layer_kwargs.get("metadata") or {}
-    if "probe_modes" in meta:
-        return True
-    dataset = str(meta.get("dataset", ""))
-    source = Path(str(meta.get("source_path", "")))
-    if not dataset or source.suffix.lower() == ".npy":  # a .npy's only array is named after the file
-        return False
-    return dataset.rsplit("/", 1)[-1].lower().startswith("probe")
-
-
-@dataclass
-class AnalysisInput:
-    """One image to analyse: its name for the record, the array, and (ptychography) the scan geometry."""
-
-    source: str
-    array: Any
-    geometry: ScanGeometry | None = None
-    complex_part: str | None = None
+    return reader_planes(path, part)
 
 
 def analysis_inputs(path: Path, part: str = "phase") -> list[AnalysisInput]:
-    """The images of a file with what the analysis needs besides pixels.
+    """The images of a file with what the analysis needs besides pixels (see `io.images.file_planes`).
 
-    A ptychography product (Ptychodus .h5, CXI, .npz with objectGuess) is read whole: the complex object
-    (one input per slice of a multislice object, named `[plane i]` like other stacks) with its scan
-    positions and probe size, so display options can crop to the scan and evidence knows the scan step.
-    Any other file goes through `load_analysis_images`.
+    Review reads files through the same function, so a result's `source` names a plane Review finds.
     """
-    from napari_fracto.io.ptycho import PtychoFormatError, is_ptycho_file, read_product
-    from napari_fracto.io.readers import ReaderError
-    from napari_fracto.ptycho.prepare import ScanGeometry
+    from napari_fracto.io.images import file_planes
 
-    if path.exists() and is_ptycho_file(path):
-        try:
-            product = read_product(path)
-        except PtychoFormatError as exc:
-            raise ReaderError(str(exc)) from exc
-        geometry = ScanGeometry.from_product(product)
-        obj = product.object
-        if obj.shape[0] == 1:
-            return [AnalysisInput(str(path), obj[0], geometry, part)]
-        return [AnalysisInput(f"{path} [plane {i}]", obj[i], geometry, part) for i in range(obj.shape[0])]
-    return [AnalysisInput(source, array) for source, array in load_analysis_images(path, part)]
+    return file_planes(path, part)
 
 
 def run_batch(

@@ -62,43 +62,21 @@ def _single(shape: tuple[int, ...]) -> bool:
 
 
 def _file_shape(path: Path) -> tuple[int, ...] | None:
-    """The image shape read cheaply from the header, for files the dataset stores as they are."""
-    suffix = path.suffix.lower()
-    if suffix in (".png", ".jpg", ".jpeg", ".bmp"):
-        return (0, 0)  # always one image
-    if suffix in (".tif", ".tiff"):
-        import tifffile
+    """The image shape read cheaply from the header (see `io.images.header_shape`)."""
+    from napari_fracto.io.images import header_shape
 
-        with tifffile.TiffFile(path) as tif:
-            return tuple(int(s) for s in tif.series[0].shape)
-    if suffix == ".npy":
-        import numpy as np
-
-        return tuple(int(s) for s in np.load(path, mmap_mode="r", allow_pickle=False).shape)
-    return None
+    return header_shape(path)
 
 
 def load_array(path: Path) -> np.ndarray:
-    """The image data of any file the napari reader opens; ptychography objects stay complex."""
-    import numpy as np
+    """The image data of any file the napari reader opens; ptychography objects stay complex.
 
-    from napari_fracto.io.ptycho import is_ptycho_file, read_product
-    from napari_fracto.io.readers import read_file
+    Read by `io.images.image_data`, the module `analyze` reads files with, so the planes Review stores
+    are the arrays the CLI analysed.
+    """
+    from napari_fracto.io.images import image_data
 
-    suffix = path.suffix.lower()
-    if suffix == ".npy":
-        return np.load(path, allow_pickle=False)
-    if suffix in (".tif", ".tiff"):
-        import tifffile
-
-        return tifffile.imread(path)
-    if is_ptycho_file(path):
-        obj = np.asarray(read_product(path).object)
-        return obj[0] if obj.ndim == 3 and obj.shape[0] == 1 else obj
-    layers = [layer for layer in read_file(path) if layer[2] == "image"]
-    if not layers:
-        raise QueueError(f"{path.name} holds no image to review")
-    return np.asarray(layers[0][0])
+    return image_data(path)
 
 
 def _planes(array: np.ndarray) -> list[tuple[tuple[int, ...], np.ndarray]]:
@@ -177,13 +155,13 @@ def _product_plane(ds: Dataset, path: Path, suffix: str, task: str) -> QueueEntr
 
     Stored so, `prepare(request, stored)` shows the model the pixels it was shown when analysed.
     """
-    from napari_fracto.batch import analysis_inputs
+    from napari_fracto.io.images import file_planes
     from napari_fracto.io.ptycho import is_ptycho_file
 
     if not is_ptycho_file(path):
         return None
     try:
-        inputs = analysis_inputs(path)
+        inputs = file_planes(path)
     except (OSError, ValueError, KeyError) as exc:
         raise QueueError(f"cannot read {path.name}: {exc}") from None
     for item in inputs:
@@ -194,8 +172,10 @@ def _product_plane(ds: Dataset, path: Path, suffix: str, task: str) -> QueueEntr
 
 
 def _add_source(ds: Dataset, source: str, base: Path, task: str, cache: dict[Path, Any]) -> QueueEntry:
+    from napari_fracto.io.images import source_file
+
     match = _PLANE.match(source)
-    path = _resolve(match["path"] if match else source, base)
+    path = _resolve(source_file(match["path"] if match else source), base)
     if not path.is_file():
         raise QueueError(
             f"image not found: {path}; keep the images where they were analysed, or fix 'source'"
