@@ -648,6 +648,19 @@ def test_a_display_toggle_returns_at_once_and_a_stale_preview_never_wins(setup, 
     assert not widget.preview_pending
 
 
+def test_display_options_that_do_not_fit_say_why_and_leave_the_layers_alone(setup, qtbot, notifications):
+    viewer, widget = setup
+    product = _padded_grid_product(pad=8)
+    product.positions = product.positions + 10_000  # far outside the object (wrong units, say)
+    _add_product(viewer, product)
+    _select(widget, "padded phase")
+    widget.crop_check.setChecked(True)
+    qtbot.waitUntil(lambda: any("Cannot apply the display options" in m for _s, m in notifications()))
+    assert "do not fall inside" in next(m for _s, m in notifications() if "Cannot apply" in m)
+    assert "padded phase (display)" not in viewer.layers
+    assert viewer.layers["padded phase"].visible
+
+
 def test_crop_is_disabled_with_a_reason_without_scan_positions(setup, qtbot):
     viewer, widget = setup
     _add_product(viewer, _padded_grid_product(pad=8, positions=False))
