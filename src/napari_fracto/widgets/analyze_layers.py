@@ -199,18 +199,19 @@ class LayersMixin:
                 self.viewer.layers.remove(name)
                 layer.visible = True
             return
+        sources = (parts.phase.data, _amplitude_data(parts))
         key = PreviewKey.of(layer.name, parts, options)
         cached = self._previews.get(key)
-        if cached is not None:
+        if cached is not None and all(a is b for a, b in zip(cached[0], sources, strict=True)):
             self._previews.move_to_end(key)
-            self._show_preview(layer, cached)
+            self._show_preview(layer, cached[1])
             return
         from napari.qt.threading import create_worker
 
         generation = self._preview_generation
-        job = partial(_compute_preview, parts.phase.data, _amplitude_data(parts), options, parts.geometry)
+        job = partial(_compute_preview, *sources, options, parts.geometry)
         worker = create_worker(run_catching, job, _start_thread=False)
-        worker.returned.connect(lambda outcome: self._on_preview(generation, key, layer, outcome))
+        worker.returned.connect(lambda outcome: self._on_preview(generation, key, sources, layer, outcome))
         worker.finished.connect(lambda: self._preview_workers.discard(worker))
         self._preview_workers.add(worker)  # kept alive (and countable) until it is back
         worker.start()
@@ -220,13 +221,16 @@ class LayersMixin:
         """True while a display preview is being computed (the layer shows the previous options)."""
         return bool(self._preview_workers)
 
-    def _on_preview(self, generation: int, key: PreviewKey, layer: Any, outcome: Outcome) -> None:
+    def _on_preview(
+        self, generation: int, key: PreviewKey, sources: tuple[Any, Any], layer: Any, outcome: Outcome
+    ) -> None:
         """A preview is back: cached either way; shown only if nothing was toggled since it started."""
         if outcome.error:
             if generation == self._preview_generation:
                 show_error(outcome.error)  # e.g. positions outside the object: the data stays as it was
             return
-        self._previews[key] = outcome.value
+        # the data arrays themselves are kept with it: an id in the key is never another array's
+        self._previews[key] = (sources, outcome.value)
         while len(self._previews) > PREVIEW_CACHE_SIZE:
             self._previews.popitem(last=False)
         if generation != self._preview_generation or layer not in self.viewer.layers:
@@ -267,7 +271,7 @@ PREVIEW_CACHE_SIZE = 4
 
 @dataclass(frozen=True)
 class PreviewKey:
-    """What a preview depends on: the layer, its data objects (by identity), the scan and the options."""
+    """What a preview depends on: the layer, its data arrays (by identity), the scan and the options."""
 
     layer: str
     data: tuple[int, int]
