@@ -6,8 +6,9 @@ gap between two ticks is how long napari froze. Target: every longest gap <= 50 
     xvfb-run -a -s "-screen 0 1280x800x24" .venv/bin/python benchmarks/bench_stalls.py [--reviews 10000]
 
 Actions: opening the ptychography sample (File > Open Sample, and the Ptychodus HDF5 product from
-shared/data when present), drawing an Analyze result with 100 boxes (first draw and redraw), opening a
-500-image folder in Review, the next image in that folder, reopening a dataset with 10,000 reviews.
+shared/data when present), toggling display options in Analyze (ramp, unwrap; on the sample and on a
+1024² product), drawing an Analyze result with 100 boxes (first draw and redraw), opening a 500-image
+folder in Review, the next image in that folder, reopening a dataset with 10,000 reviews.
 """
 
 from __future__ import annotations
@@ -98,6 +99,63 @@ def _big_dataset(root: Path, n: int) -> Path:
     return root / "big"
 
 
+def _big_product(viewer, size: int = 1024) -> str:
+    """A size x size reconstruction with a phase ramp, a 64 px probe and a raster scan, added the way the
+    reader adds a product; returns its phase layer's name."""
+    from napari.layers import Layer
+
+    from napari_fracto.io.ptycho import PtychoProduct, product_layers
+
+    rng = np.random.default_rng(4)
+    yy, xx = np.indices((size, size))
+    phase = 0.02 * xx + 0.01 * yy + 0.3 * rng.standard_normal((size, size))
+    steps = np.arange(96, size - 96, 16, dtype=float)
+    grid = np.stack(np.meshgrid(steps, steps), axis=-1).reshape(-1, 2)
+    product = PtychoProduct(
+        object=(np.exp(1j * phase) * (0.8 + 0.2 * rng.random((size, size))))[None].astype(np.complex64),
+        probe=np.ones((1, 1, 64, 64), dtype=np.complex64),
+        positions=grid,
+        position_units="px",
+        name="big",
+    )
+    for data, kwargs, kind in product_layers(product):
+        viewer.add_layer(Layer.create(data, kwargs, kind))
+    return "big phase"
+
+
+def _display_toggles(viewer, analyze, meter: StallMeter, image: str, what: str) -> list[tuple[str, float]]:
+    """Tick the display options of `image`: the first adds the display layer, the rest re-render it (the
+    last returns to options already shown once). Each waits until the layer shows what was ticked."""
+    analyze.image_combo.setCurrentText(image)
+    name = f"{image} (display)"
+    crop_on = analyze.crop_check.isEnabled()
+
+    def shows(ramp: bool, unwrap: bool) -> Callable[[], bool]:
+        from napari_fracto.ptycho.display import DisplayOptions
+
+        want = DisplayOptions(ramp=ramp, unwrap=unwrap, crop=crop_on and analyze.crop_check.isChecked())
+        return lambda: (
+            name in viewer.layers
+            and str(viewer.layers[name].metadata.get("preprocessing", "")).startswith(want.describe())
+        )
+
+    analyze.crop_check.setChecked(False)
+    analyze.unwrap_check.setChecked(False)
+    analyze.ramp_check.setChecked(False)
+    first = meter.measure(lambda: analyze.ramp_check.setChecked(True), shows(True, False))
+    gaps = [
+        meter.measure(lambda: analyze.unwrap_check.setChecked(True), shows(True, True)),
+        meter.measure(lambda: analyze.ramp_check.setChecked(False), shows(False, True)),
+        meter.measure(lambda: analyze.ramp_check.setChecked(True), shows(True, True)),
+    ]
+    analyze.unwrap_check.setChecked(False)
+    analyze.ramp_check.setChecked(False)
+    return [
+        (f"display, {what}: first toggle (adds the layer)", first),
+        (f"display, {what}: toggles, max of 3", max(gaps)),
+    ]
+
+
 def _hide(viewer) -> None:
     """Hide the layers of the previous action (removing them crashed llvmpipe's GL under Xvfb)."""
     for layer in viewer.layers:
@@ -149,6 +207,10 @@ def main() -> None:
                 meter.measure(lambda: viewer.open(SHARED_H5, plugin="napari-fracto")),
             )
         )
+    rows.extend(_display_toggles(viewer, analyze, meter, "sample a_clean phase", "sample"))
+    _hide(viewer)
+    big_phase = _big_product(viewer)
+    rows.extend(_display_toggles(viewer, analyze, meter, big_phase, "1024²"))
     _hide(viewer)
 
     image = np.random.default_rng(3).random((1024, 1024)).astype(np.float32)

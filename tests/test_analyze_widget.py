@@ -531,6 +531,7 @@ def test_ramp_removal_changes_the_display_layer_and_the_image_sent(setup, qtbot)
     assert "padded phase (display)" not in viewer.layers
     widget.ramp_check.setChecked(True)
 
+    qtbot.waitUntil(lambda: "padded phase (display)" in viewer.layers)  # computed in a worker
     shown = viewer.layers["padded phase (display)"]
     assert [widget.image_combo.itemText(i) for i in range(widget.image_combo.count())] == [
         "padded amplitude",
@@ -569,6 +570,7 @@ def test_crop_shows_the_scanned_region_and_boxes_land_on_its_pixels(setup, qtbot
     widget.crop_check.setChecked(True)
     widget.ramp_check.setChecked(True)  # updated in place: still one display layer
 
+    qtbot.waitUntil(lambda: "padded phase (display)" in viewer.layers and not widget.preview_pending)
     assert [layer.name for layer in viewer.layers if layer.name.endswith("(display)")] == [
         "padded phase (display)"
     ]
@@ -599,7 +601,67 @@ def test_crop_shows_the_scanned_region_and_boxes_land_on_its_pixels(setup, qtbot
     assert record["preprocessing"].startswith("cropped to the scanned region; phase ramp removed")
 
 
-def test_crop_is_disabled_with_a_reason_without_scan_positions(setup):
+def test_a_display_toggle_returns_at_once_and_a_stale_preview_never_wins(setup, qtbot, monkeypatch):
+    import threading
+
+    from napari_fracto.ptycho import prepare as ptycho_prepare
+
+    real = ptycho_prepare.prepare_image
+    gates: dict[bool, threading.Event] = {}  # crop ticked -> released by the test
+    computed: list[object] = []
+
+    def held(plane, options, geometry=None, **kwargs):
+        gate = gates.setdefault(options.crop, threading.Event())
+        assert gate.wait(20), "the test never released this preview"
+        prepared = real(plane, options, geometry, **kwargs)
+        computed.append(options)
+        return prepared
+
+    monkeypatch.setattr(ptycho_prepare, "prepare_image", held)
+    viewer, widget = setup
+    _add_product(viewer, _padded_grid_product(pad=40, ramp=0.2))
+    _select(widget, "padded phase")
+    original = viewer.layers["padded phase"]
+
+    widget.ramp_check.setChecked(True)  # back in the event loop while the preview is computed
+    assert "padded phase (display)" not in viewer.layers
+    assert original.visible
+    widget.crop_check.setChecked(True)  # the newer choice, asked before the first is back
+    qtbot.waitUntil(lambda: len(gates) == 2)
+    gates[True].set()  # the newer preview finishes first
+    qtbot.waitUntil(lambda: "padded phase (display)" in viewer.layers)
+    shown = viewer.layers["padded phase (display)"]
+    cropped = shown.data.shape
+    assert cropped[0] < original.data.shape[0]
+    assert not original.visible
+
+    gates[False].set()  # the stale, uncropped preview arrives last ...
+    qtbot.waitUntil(lambda: len(computed) == 2 and not widget.preview_pending)
+    qtbot.wait(100)
+    assert shown.data.shape == cropped  # ... and is not shown
+    assert str(shown.metadata["preprocessing"]).startswith("cropped to the scanned region; phase ramp")
+
+    widget.crop_check.setChecked(False)  # options already computed once: shown at once, not again
+    assert shown.data.shape == original.data.shape
+    assert str(shown.metadata["preprocessing"]).startswith("phase ramp removed")
+    assert len(computed) == 2
+    assert not widget.preview_pending
+
+
+def test_display_options_that_do_not_fit_say_why_and_leave_the_layers_alone(setup, qtbot, notifications):
+    viewer, widget = setup
+    product = _padded_grid_product(pad=8)
+    product.positions = product.positions + 10_000  # far outside the object (wrong units, say)
+    _add_product(viewer, product)
+    _select(widget, "padded phase")
+    widget.crop_check.setChecked(True)
+    qtbot.waitUntil(lambda: any("Cannot apply the display options" in m for _s, m in notifications()))
+    assert "do not fall inside" in next(m for _s, m in notifications() if "Cannot apply" in m)
+    assert "padded phase (display)" not in viewer.layers
+    assert viewer.layers["padded phase"].visible
+
+
+def test_crop_is_disabled_with_a_reason_without_scan_positions(setup, qtbot):
     viewer, widget = setup
     _add_product(viewer, _padded_grid_product(pad=8, positions=False))
     _select(widget, "padded phase")
@@ -608,7 +670,7 @@ def test_crop_is_disabled_with_a_reason_without_scan_positions(setup):
     assert not widget.crop_check.isEnabled()
     assert "scan positions" in widget.crop_check.toolTip()
     widget.unwrap_check.setChecked(True)
-    assert "padded phase (display)" in viewer.layers
+    qtbot.waitUntil(lambda: "padded phase (display)" in viewer.layers)
     viewer.add_image(_image(), name="sem")
     _select(widget, "sem")  # not a ptychography phase: nothing to apply
     assert not widget.ramp_check.isEnabled()

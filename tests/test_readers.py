@@ -213,6 +213,33 @@ def test_generic_npz_and_hdf5(tmp_path):
         read_layers(str(tmp_path / "empty.h5"))
 
 
+def test_big_hdf5_stacks_open_lazily_and_read_the_plane_shown(tmp_path, monkeypatch):
+    monkeypatch.setattr(readers, "LAZY_HDF5_BYTES", 1000)  # as if the 14 KB stack were gigabytes
+    stack = np.arange(6 * 20 * 30, dtype=np.float32).reshape(6, 20, 30)
+    with h5py.File(tmp_path / "d.h5", "w") as f:
+        f["patterns"] = stack
+        f["mask"] = np.ones((20, 30), np.uint8)  # one plane: read as it is
+    layers = _by_name(_open(tmp_path / "d.h5"))
+    patterns = layers["d patterns"][0]
+    assert not isinstance(patterns, np.ndarray)  # nothing of the stack read when the file opens
+    assert patterns.shape == (6, 20, 30)
+    np.testing.assert_array_equal(np.asarray(patterns[4]), stack[4])  # the plane on screen, on demand
+    assert isinstance(layers["d mask"][0], np.ndarray)
+
+
+def test_a_cxi_reconstruction_opens_without_touching_its_diffraction_data(tmp_path):
+    path = tmp_path / "recon.cxi"
+    with h5py.File(path, "w") as f:
+        f["entry_1/image_1/data"] = np.exp(1j * np.linspace(0, 1, 48 * 64)).reshape(48, 64)
+        f["entry_1/image_1/x_pixel_size"] = 5e-9
+        f["entry_1/image_1/y_pixel_size"] = 5e-9
+        f["entry_1/data_1/translation"] = np.zeros((3, 3))
+        # the patterns live elsewhere (a missing file): reading them would fail the open
+        f["entry_1/data_1/data"] = h5py.ExternalLink("missing_patterns.h5", "/data")
+    names = set(_by_name(_open(path)))
+    assert {"recon phase", "recon amplitude"} <= names
+
+
 def test_ptychography_files_open_with_physical_layers(shared_data):
     layers = _by_name(_open(shared_data / "ptychography/ptychi-sim/g_raster_grid_product.h5"))
     assert set(layers) == {

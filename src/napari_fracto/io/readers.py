@@ -35,6 +35,8 @@ HDF5_SUFFIXES = {".h5", ".hdf5", ".cxi"}
 SUPPORTED_SUFFIXES = TIFF_SUFFIXES | PIL_SUFFIXES | NUMPY_SUFFIXES | HDF5_SUFFIXES
 #: Generic containers (npz/HDF5) open at most this many image datasets as layers.
 MAX_GENERIC_LAYERS = 16
+#: generic HDF5 stacks above this size open lazily (a plane is read when shown); smaller ones are read
+LAZY_HDF5_BYTES = 64 * 2**20
 #: TIFFs larger than this are memory-mapped when their layout allows it.
 MEMMAP_BYTES = 64 * 2**20
 
@@ -342,6 +344,7 @@ def read_hdf5(path: Path) -> list[LayerDataTuple]:
             f"{path.name} is not a readable HDF5 file ({exc}); it may be truncated or corrupt"
         ) from exc
     found: dict[str, Any] = {}
+    lazy: list[str] = []
     with f:
 
         def visit(name: str, obj: Any) -> None:
@@ -352,14 +355,36 @@ def read_hdf5(path: Path) -> list[LayerDataTuple]:
                 and obj.size
                 and len(found) < MAX_GENERIC_LAYERS
             ):
-                found[name] = obj[()]
+                if obj.ndim >= 3 and obj.dtype.kind != "c" and obj.nbytes > LAZY_HDF5_BYTES:
+                    lazy.append(name)
+                    found[name] = None  # read plane by plane below, in the file's order
+                else:
+                    found[name] = obj[()]
 
         f.visititems(visit)
+    if lazy:
+        found.update(_lazy_hdf5(path, lazy))
     if not found:
         raise ReaderError(
             f"{path.name} has no image-like dataset (a numeric array with 2 to 4 dimensions); nothing to show"
         )
     return _array_layers(path, found, prefix_with_file=True)
+
+
+def _lazy_hdf5(path: Path, names: list[str]) -> dict[str, Any]:
+    """Big stacks (diffraction patterns, say) as dask arrays read one plane at a time when shown, so
+    opening the file neither waits for nor holds the whole stack. The file stays open (read-only) for
+    as long as the layers use it."""
+    import dask.array as da
+    import h5py
+
+    f = h5py.File(path, "r")  # not closed here: the datasets below read from it on demand
+    out = {}
+    for name in names:
+        dataset = f[name]
+        planes = (1,) * (dataset.ndim - 2) + tuple(dataset.shape[-2:])
+        out[name] = da.from_array(dataset, chunks=planes, name=f"napari-fracto {path.name} {name}")
+    return out
 
 
 def _array_layers(path: Path, arrays: dict[str, Any], *, prefix_with_file: bool) -> list[LayerDataTuple]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -103,6 +104,10 @@ class AnalyzeWidget(FormMixin, AdaptersMixin, LayersMixin, ResultsMixin, QWidget
         self._adapter_choices: list[AdapterChoice] = []
         self._settings: BackendSettings | None = None
         self._in_display_update = False
+        # display previews: computed in workers, the last few kept; a newer toggle makes older ones stale
+        self._previews: OrderedDict[Any, Any] = OrderedDict()
+        self._preview_generation = 0
+        self._preview_workers: set[Any] = set()
 
         self._build_ui()
         self._form_built = True

@@ -6,10 +6,13 @@ widget's own attributes.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from napari_fracto.errors import UserError
 from napari_fracto.viewer_layers import (
     DISPLAY_OF,
     PtychoParts,
@@ -19,6 +22,8 @@ from napari_fracto.viewer_layers import (
     ptycho_parts,
 )
 from napari_fracto.widgets._common import (
+    Outcome,
+    run_catching,
     show_error,
     show_warning,
 )
@@ -27,6 +32,7 @@ from napari_fracto.widgets.send_to_review import Item
 
 if TYPE_CHECKING:
     from napari_fracto.ptycho.display import DisplayOptions
+    from napari_fracto.ptycho.prepare import Prepared, ScanGeometry
 
 
 class LayersMixin:
@@ -180,20 +186,61 @@ class LayersMixin:
         return layer, parts
 
     def _update_display_now(self) -> None:
+        """Show the display layer for the ticked options: from the cache at once, else computed in a
+        worker (the Qt thread only assigns the result), so a toggle never freezes napari."""
         layer, parts = self._update_display_controls()
+        options = self.display_options() if parts is not None else None
+        self._preview_generation += 1  # whatever preview is on its way is now stale
         if parts is None:
             return
-        options = self.display_options()
         name = display_layer_name(layer.name)
         if options is None:
             if name in self.viewer.layers:
                 self.viewer.layers.remove(name)
                 layer.visible = True
             return
-        from napari_fracto.ptycho.prepare import prepare_image
+        sources = (parts.phase.data, _amplitude_data(parts))
+        key = PreviewKey.of(layer.name, parts, options)
+        cached = self._previews.get(key)
+        if cached is not None and all(a is b for a, b in zip(cached[0], sources, strict=True)):
+            self._previews.move_to_end(key)
+            self._show_preview(layer, cached[1])
+            return
+        from napari.qt.threading import create_worker
 
-        prepared = prepare_image(parts.complex_object(), options, parts.geometry)
-        shown = prepared.image  # the real phase as shown (unwrapped when asked)
+        generation = self._preview_generation
+        job = partial(_compute_preview, *sources, options, parts.geometry)
+        worker = create_worker(run_catching, job, _start_thread=False)
+        worker.returned.connect(lambda outcome: self._on_preview(generation, key, sources, layer, outcome))
+        worker.finished.connect(lambda: self._preview_workers.discard(worker))
+        self._preview_workers.add(worker)  # kept alive (and countable) until it is back
+        worker.start()
+
+    @property
+    def preview_pending(self) -> bool:
+        """True while a display preview is being computed (the layer shows the previous options)."""
+        return bool(self._preview_workers)
+
+    def _on_preview(
+        self, generation: int, key: PreviewKey, sources: tuple[Any, Any], layer: Any, outcome: Outcome
+    ) -> None:
+        """A preview is back: cached either way; shown only if nothing was toggled since it started."""
+        if outcome.error:
+            if generation == self._preview_generation:
+                show_error(outcome.error)  # e.g. positions outside the object: the data stays as it was
+            return
+        # the data arrays themselves are kept with it: an id in the key is never another array's
+        self._previews[key] = (sources, outcome.value)
+        while len(self._previews) > PREVIEW_CACHE_SIZE:
+            self._previews.popitem(last=False)
+        if generation != self._preview_generation or layer not in self.viewer.layers:
+            return  # toggled again, or the layer is gone: a newer preview (or none) is what is wanted
+        self._show_preview(layer, outcome.value)
+
+    def _show_preview(self, layer: Any, prepared: Prepared) -> None:
+        """Assign a computed preview to '<name> (display)' (the only part done on the Qt thread)."""
+        name = display_layer_name(layer.name)
+        shown = prepared.image  # the real phase as shown (unwrapped when asked), float32
         scale = np.asarray(layer.scale, dtype=float)
         translate = np.asarray(layer.translate, dtype=float) + scale * np.asarray(
             prepared.offset, dtype=float
@@ -201,13 +248,13 @@ class LayersMixin:
         meta = {DISPLAY_OF: layer.name, "preprocessing": prepared.preprocessing}
         if name in self.viewer.layers:
             shown_layer = self.viewer.layers[name]
-            shown_layer.data = shown.astype(np.float32)
+            shown_layer.data = shown
             shown_layer.translate = translate
             shown_layer.metadata = {**shown_layer.metadata, **meta}
             shown_layer.reset_contrast_limits()
         else:
             self.viewer.add_image(
-                shown.astype(np.float32),
+                shown,
                 name=name,
                 scale=scale,
                 translate=translate,
@@ -216,3 +263,43 @@ class LayersMixin:
                 metadata=meta,
             )
         layer.visible = False  # the original stays untouched underneath; unticking shows it again
+
+
+#: previews kept (each one float32 image): a toggle back to options already shown costs nothing
+PREVIEW_CACHE_SIZE = 4
+
+
+@dataclass(frozen=True)
+class PreviewKey:
+    """What a preview depends on: the layer, its data arrays (by identity), the scan and the options."""
+
+    layer: str
+    data: tuple[int, int]
+    geometry: bytes
+    options: DisplayOptions
+
+    @classmethod
+    def of(cls, name: str, parts: PtychoParts, options: DisplayOptions) -> PreviewKey:
+        geometry = parts.geometry
+        positions = b"" if geometry.positions_px is None else np.asarray(geometry.positions_px).tobytes()
+        scan = positions + repr((geometry.probe_shape, geometry.scan_step_px)).encode()
+        return cls(name, (id(parts.phase.data), id(_amplitude_data(parts))), scan, options)
+
+
+def _amplitude_data(parts: PtychoParts) -> Any:
+    return parts.amplitude.data if parts.amplitude is not None else None
+
+
+def _compute_preview(phase: Any, amplitude: Any, options: DisplayOptions, geometry: ScanGeometry) -> Prepared:
+    """The display options applied to phase (+ amplitude), in a worker thread; a ValueError (positions
+    outside the object, say) becomes a message for the user."""
+    from napari_fracto.ptycho import prepare
+
+    obj = np.asarray(phase, dtype=np.float64)
+    if amplitude is not None:
+        obj = np.asarray(amplitude) * np.exp(1j * obj)
+    try:
+        prepared = prepare.prepare_image(obj, options, geometry)
+    except ValueError as exc:
+        raise UserError(f"Cannot apply the display options: {exc}") from exc
+    return replace(prepared, image=np.asarray(prepared.image, dtype=np.float32), evidence_input=None)
