@@ -90,9 +90,7 @@ def prepare(request: AnalysisRequest, array: Any) -> ModelInput:
     from napari_fracto import imaging
     from napari_fracto.ptycho.prepare import prepare_image
 
-    plane = imaging.as_plane(array)
-    if request.plane and plane.ndim > 2 and plane.shape[-1] not in (3, 4):
-        plane = imaging.as_plane(np.asarray(plane)[request.plane])
+    plane = imaging.as_plane(array)  # `request.plane` names where the plane sat; `array` is that plane
     region = request.crop.as_slices() if request.crop is not None else None
     prepared = prepare_image(plane, request.display, part=request.complex_part, region=region)
     shown = prepared.image
