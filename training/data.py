@@ -18,15 +18,12 @@ import logging
 import math
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from napari_fracto.errors import UserError
-from napari_fracto.findings import Finding
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from napari_fracto.dataset import Dataset, Item
 
 log = logging.getLogger(__name__)
@@ -53,38 +50,6 @@ class SFTExample:
     labels: tuple[str, ...]
     request: Any = None  # request.AnalysisRequest of the review
     tile: int = 0
-
-
-def rotate_findings(
-    findings: Sequence[Finding], quarter_turns: int, width: int, height: int
-) -> tuple[Finding, ...]:
-    """Pixel findings of a `height` x `width` image after `numpy.rot90(image, quarter_turns)`."""
-    from napari_fracto.geometry import rotate_box
-
-    return tuple(
-        Finding(f.label, f.confidence, rotate_box(f.box, quarter_turns, width, height) if f.box else None)
-        for f in findings
-    )
-
-
-def rotated_item(item: Item, quarter_turns: int) -> Item:
-    """The item as if its image had been rotated by `numpy.rot90(image, quarter_turns)`."""
-    from napari_fracto.dataset import Item as ItemClass
-
-    k = quarter_turns % 4
-    if k == 0 or item.review is None:
-        return item
-    w, h = item.image.width, item.image.height
-    review = replace(item.review, corrected=rotate_findings(item.review.corrected, k, w, h))
-    image = replace(item.image, width=h, height=w) if k % 2 else item.image
-    return ItemClass(image, review)
-
-
-def rotate_image(array: np.ndarray, quarter_turns: int) -> np.ndarray:
-    """The model image rotated like `rotate_findings` rotates its boxes (rows/columns are axes 0/1)."""
-    import numpy as np
-
-    return np.ascontiguousarray(np.rot90(array, quarter_turns % 4, axes=(0, 1)))
 
 
 def repeat_factors(items: Sequence[Item], max_repeat: int) -> dict[str, int]:

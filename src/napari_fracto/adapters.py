@@ -46,16 +46,6 @@ def choose_adapter(settings: BackendSettings, *, keep_budget: bool = False) -> A
     )
 
 
-def display_of(request_settings: dict[str, Any]) -> Any:
-    """The display options an adapter was trained with (None: images as stored)."""
-    data = request_settings.get("display")
-    if not data:
-        return None
-    from napari_fracto.ptycho.display import DisplayOptions
-
-    return DisplayOptions(**{k: bool(v) for k, v in data.items() if k in ("ramp", "unwrap", "crop")})
-
-
 def training_request_settings(requests: list[Any]) -> dict[str, Any]:
     """What an adapter's training chats asked, for the registry: the most common value of each setting."""
     from collections import Counter

@@ -117,10 +117,7 @@ def run_request(
     from napari_fracto.ptycho.prepare import evidence_record
     from napari_fracto.request import BackendRef, public_url
 
-    if vocab is None:
-        vocab, advice_vocab = vocabularies(request)
-    else:
-        advice_vocab = vocabularies(request)[1]
+    vocab, advice_vocab = vocabularies(request, vocab)
     request = resolve(request, array, geometry)
     model_input = prepare(request, array)
     if callable(examples):

@@ -42,8 +42,9 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
 def add_request_arguments(parser: argparse.ArgumentParser, *, overrides: bool = False) -> None:
     """What is asked of the model, the same flags for analyze, dataset autolabel and eval.
 
-    They become the analysis request every result carries. With `overrides` (eval), a flag not given
-    keeps what each stored request asked.
+    They become the analysis request every result carries. With `overrides` (eval), only what changes how
+    an image is shown (tiles, part, advice, display options) is offered, and a flag not given keeps what
+    each stored request asked.
     """
     default = None if overrides else 1
     keep = " (default: as each review was asked)" if overrides else ""
@@ -66,6 +67,8 @@ def add_request_arguments(parser: argparse.ArgumentParser, *, overrides: bool = 
         action="store_true",
         help="crop to the scanned region (needs scan positions in the file; boxes stay in file pixels)",
     )
+    if overrides:  # evaluation re-asks each review with its own context and reconstruction settings
+        return
     ptycho.add_argument(
         "--recon-settings",
         metavar="TEXT|@FILE",

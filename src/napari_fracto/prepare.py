@@ -134,11 +134,13 @@ def example_image(array: Any, max_image_tokens: int) -> Image:
     return prepare_model_image(array, max_image_tokens)
 
 
-def vocabularies(request: AnalysisRequest) -> tuple[Vocabulary, Vocabulary | None]:
-    """The task's vocabulary and, when the request asks for advice, the advice vocabulary."""
+def vocabularies(
+    request: AnalysisRequest, vocab: Vocabulary | None = None
+) -> tuple[Vocabulary, Vocabulary | None]:
+    """The task's vocabulary (`vocab` when already loaded) and, when asked for, the advice vocabulary."""
     from napari_fracto.vocabulary import advice_vocabulary, load_vocabulary
 
-    vocab = load_vocabulary(request.task)
+    vocab = vocab or load_vocabulary(request.task)
     return vocab, advice_vocabulary(vocab.task) if request.advice else None
 
 
@@ -150,12 +152,8 @@ def chat(
 ) -> VLMRequest:
     """The chat the model is sent for one image (or tile) of `request`; the same for training."""
     from napari_fracto import prompts
-    from napari_fracto.vocabulary import advice_vocabulary
 
-    if vocab is None:
-        vocab, advice_vocab = vocabularies(request)
-    else:
-        advice_vocab = advice_vocabulary(vocab.task) if request.advice else None
+    vocab, advice_vocab = vocabularies(request, vocab)
     context = None if request.context.is_empty() else request.context
     return prompts.build_request(
         vocab,

@@ -38,13 +38,6 @@ class TrainingPair:
     quarter_turns: int = 0
 
 
-def grid_findings(findings: tuple[Finding, ...], width: int, height: int) -> list[Finding]:
-    """Findings with pixel boxes converted to the model's 0-1000 grid of the whole image."""
-    from napari_fracto.geometry import Region
-
-    return tile_findings(findings, Region.full(width, height), (0, 0))
-
-
 def tile_findings(findings: Sequence[Finding], region: Any, offset: tuple[int, int]) -> list[Finding]:
     """Pixel findings of the stored image on the 0-1000 grid of `region` of the prepared plane.
 
@@ -86,6 +79,7 @@ def training_pairs(
     """
     from napari_fracto.geometry import GRID, rotate_box
     from napari_fracto.prepare import chat, tile_regions, vocabularies
+    from napari_fracto.prompts import format_answer
 
     review = item.review
     if review is None:
@@ -117,16 +111,10 @@ def training_pairs(
                 Finding(f.label, f.confidence, rotate_box(f.box, k, GRID, GRID) if f.box else None)
                 for f in findings
             ]
-            answer = prompts_answer(turned, review.advice)
+            answer = format_answer(turned, review.advice)
             messages = [*messages_base, {"role": "assistant", "content": [{"type": "text", "text": answer}]}]
             pairs.append(TrainingPair(item, messages, prompt, answer, request, index, k % 4))
     return pairs
-
-
-def prompts_answer(findings: Sequence[Finding], advice: Sequence[str]) -> str:
-    from napari_fracto.prompts import format_answer
-
-    return format_answer(findings, advice)
 
 
 @dataclass(frozen=True)
@@ -173,24 +161,6 @@ def model_image(ds: Dataset, request: Any, image_id: str, tile: int = 0, quarter
     if quarter_turns % 4 == 0:
         return shown.image
     return Image.fromarray(np.ascontiguousarray(np.rot90(np.asarray(shown.image), quarter_turns % 4)))
-
-
-def training_pair(item: Item, image_ref: str) -> TrainingPair:
-    """The first example of one reviewed item with its query image named `image_ref` (a path or name)."""
-    pair = training_pairs(item)[0]
-    messages = [
-        {
-            "role": m["role"],
-            "content": [
-                {"type": "image", "image": image_ref}
-                if part.get("type") == "image" and part.get("image") == item.image_id
-                else part
-                for part in m["content"]
-            ],
-        }
-        for m in pair.messages
-    ]
-    return TrainingPair(item, messages, pair.prompt, pair.answer, pair.request, pair.tile, 0)
 
 
 def refuse_invalid(ds: Dataset) -> None:

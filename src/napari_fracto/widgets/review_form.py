@@ -118,13 +118,7 @@ class ReviewFormMixin:
 
     def _build_findings(self, layout: QVBoxLayout) -> None:
         """The findings list and the accept / reject / label controls."""
-        self.table = QTableWidget(0, 3)
-        self.table.setHorizontalHeaderLabels(["Label", "Box (x1, y1, x2, y2)", "Status"])
-        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
-        self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QTableWidget.SelectionMode.SingleSelection)
-        self.table.verticalHeader().setVisible(False)
+        self.table = _row_table(["Label", "Box (x1, y1, x2, y2)", "Status"])
         self.table.setMinimumHeight(140)
         layout.addWidget(self.table)
 
@@ -157,13 +151,7 @@ class ReviewFormMixin:
         title = QLabel("Reconstruction advice")
         title.setStyleSheet("font-weight: bold")
         advice_layout.addWidget(title)
-        self.advice_table = QTableWidget(0, 2)
-        self.advice_table.setHorizontalHeaderLabels(["Suggestion", "Status"])
-        self.advice_table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        self.advice_table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
-        self.advice_table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
-        self.advice_table.setSelectionMode(QTableWidget.SelectionMode.SingleSelection)
-        self.advice_table.verticalHeader().setVisible(False)
+        self.advice_table = _row_table(["Suggestion", "Status"])
         self.advice_table.setMaximumHeight(120)
         self.advice_table.setToolTip("The model's suggested changes to the reconstruction, and yours.")
         advice_layout.addWidget(self.advice_table)
@@ -285,3 +273,15 @@ class ReviewFormMixin:
         )
         if path:
             self.open_source(path)
+
+
+def _row_table(headers: list[str]) -> QTableWidget:
+    """A read-only list whose rows are picked one at a time (findings, advice); the first column stretches."""
+    table = QTableWidget(0, len(headers))
+    table.setHorizontalHeaderLabels(headers)
+    table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+    table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+    table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
+    table.setSelectionMode(QTableWidget.SelectionMode.SingleSelection)
+    table.verticalHeader().setVisible(False)
+    return table
