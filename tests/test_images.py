@@ -35,6 +35,12 @@ def files(tmp_path, shared_data):
     np.save(folder / "object.npy", obj)
     Image.fromarray(rng.integers(0, 255, (18, 22, 3), dtype=np.uint8), "RGB").save(folder / "rgb.png")
     shutil.copy(shared_data / PRODUCT, folder / "product.h5")
+    # a container of several arrays (a complex object beside a real stack) and a 4-D stack
+    np.savez(folder / "arrays.npz", obj=obj[:16], other=rng.random((2, 8, 9)).astype(np.float32))
+    import h5py
+
+    with h5py.File(folder / "volume.h5", "w") as f:
+        f["data"] = rng.random((2, 3, 8, 9)).astype(np.float32)
     return folder
 
 
@@ -46,6 +52,10 @@ def test_review_stores_what_the_cli_analysed_under_the_name_of_the_record(tmp_pa
     paths = sorted(files.iterdir())
     inputs = [item for path in paths for item in analysis_inputs(path)]
     assert {item.source.removeprefix(f"{files}/") for item in inputs} == {
+        "arrays.npz [arrays obj phase]",
+        "arrays.npz [arrays other] [plane 0]",
+        "arrays.npz [arrays other] [plane 1]",
+        *(f"volume.h5 [plane {t}, {z}]" for t in range(2) for z in range(3)),
         "object.npy [object phase]",
         "product.h5",
         "rgb.png",

@@ -26,7 +26,23 @@ IMAGE_SUFFIXES = frozenset(
 )
 
 
+_SOURCE = re.compile(
+    r"^(?P<path>.*?\.(?:tiff?|png|jpe?g|bmp|npy|npz|h5|hdf5|cxi))(?P<rest>(?: \[[^\]]*\])*)$", re.IGNORECASE
+)
 _NPY_PART = re.compile(r"^(?P<path>.*\.npy) \[(?P<stem>.+) (?:phase|amplitude)\]$", re.IGNORECASE)
+
+
+def split_source(source: str) -> tuple[str, str]:
+    """A record's source split into the file and what names a part of it: `/d/f.npz [f obj phase]` is
+    (`/d/f.npz`, ` [f obj phase]`); a source naming a whole file has an empty part."""
+    match = _SOURCE.match(source)
+    return (match["path"], match["rest"]) if match else (source, "")
+
+
+def plane_label(index: tuple[int, ...]) -> str:
+    """How a plane of a stack is named everywhere (CLI records, Review, the viewer): its index on each
+    leading axis, as napari's sliders show it: `[plane 3]`, `[plane 1, 2]`."""
+    return f"[plane {', '.join(str(i) for i in index)}]"
 
 
 def source_file(source: str) -> str:
@@ -69,7 +85,7 @@ def reader_planes(path: Path, part: str = "phase") -> list[tuple[str, np.ndarray
     """The 2-D images (or RGB) in a file as the napari reader shows them: planes of a stack are separate.
 
     Complex data is split by the reader into phase and amplitude layers; `part` picks which one is kept.
-    Probe layers are left out. Names are `<path>`, `<path> [<layer>]` and `... [plane i]`.
+    Probe layers are left out. Names are `<path>`, `<path> [<layer>]` and `... [plane i, j]` (`plane_label`).
     """
     from napari_fracto.io.readers import ReaderError, napari_get_reader
 
@@ -81,11 +97,11 @@ def reader_planes(path: Path, part: str = "phase") -> list[tuple[str, np.ndarray
     images: list[tuple[str, Any]] = []
     layers = [layer for layer in reader(str(path)) if (layer[2] if len(layer) > 2 else "image") == "image"]
     names = [str(layer[1].get("name", "")) if len(layer) > 1 else "" for layer in layers]
-    has_parts = any(n.endswith((" phase", " amplitude")) for n in names)
+    other = "amplitude" if part == "phase" else "phase"  # a complex array's other part; real arrays stay
     for layer, name in zip(layers, names, strict=True):
         data = layer[0]
         kwargs = layer[1] if len(layer) > 1 else {}
-        if is_probe_layer(kwargs) or (has_parts and not name.endswith(f" {part}")):
+        if is_probe_layer(kwargs) or name.endswith(f" {other}"):
             continue
         rgb = bool(kwargs.get("rgb", False))
         spatial = 3 if rgb else 2
@@ -93,8 +109,10 @@ def reader_planes(path: Path, part: str = "phase") -> list[tuple[str, np.ndarray
         if data.ndim <= spatial:
             images.append((label, data))
         else:
-            flat = data.reshape((-1, *data.shape[-spatial:]))
-            images.extend((f"{label} [plane {i}]", flat[i]) for i in range(flat.shape[0]))
+            import numpy as np
+
+            lead = data.shape[: data.ndim - spatial]
+            images.extend((f"{label} {plane_label(idx)}", data[idx]) for idx in np.ndindex(*lead))
     if not images:
         raise ReaderError(f"{path}: holds no image napari-fracto can analyse.")
     return images

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from napari_fracto.dataset import Dataset
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
-_PLANE = re.compile(r"^(?P<path>.*) \[plane (?P<index>\d+(?:, *\d+)*)\]$")
+_PLANE = re.compile(r"^ \[plane (?P<index>\d+(?:, *\d+)*)\]$")
 
 
 class QueueError(UserError, ValueError):
@@ -79,15 +79,31 @@ def load_array(path: Path) -> np.ndarray:
     return image_data(path)
 
 
+def _leading(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return shape[:-3] if _is_rgb(shape[-3:]) and len(shape) > 3 else shape[:-2]
+
+
 def _planes(array: np.ndarray) -> list[tuple[tuple[int, ...], np.ndarray]]:
     import numpy as np
 
-    lead = array.shape[:-3] if _is_rgb(array.shape[-3:]) and array.ndim > 3 else array.shape[:-2]
-    return [(idx, np.asarray(array[idx])) for idx in np.ndindex(*lead)]
+    return [(idx, np.asarray(array[idx])) for idx in np.ndindex(*_leading(array.shape))]
 
 
 def _plane_name(name: str, idx: tuple[int, ...]) -> str:
-    return f"{name} [plane {', '.join(str(i) for i in idx)}]"
+    from napari_fracto.io.images import plane_label
+
+    return f"{name} {plane_label(idx)}"
+
+
+def _plane_index(stack: np.ndarray, index: tuple[int, ...]) -> tuple[int, ...]:
+    """A plane's index on the stack's leading axes; a single number on a stack of more leading axes is
+    the flat index older CLI records wrote."""
+    import numpy as np
+
+    lead = _leading(stack.shape)
+    if len(index) == 1 and len(lead) > 1 and index[0] < int(np.prod(lead)):
+        return tuple(int(i) for i in np.unravel_index(index[0], lead))
+    return index
 
 
 def add_file(ds: Dataset, path: Path, task: str) -> list[QueueEntry]:
@@ -96,6 +112,8 @@ def add_file(ds: Dataset, path: Path, task: str) -> list[QueueEntry]:
         shape = _file_shape(path)
         if shape is not None and _single(shape):
             return [QueueEntry(ds.add_image(path, task=task), path.name)]
+        if shape is None and not _is_product(path):  # a container (.npz, .h5): its arrays as analysed
+            return _container_entries(ds, path, task)
         array = load_array(path)
         if _single(array.shape):
             return [QueueEntry(ds.add_image(array, task=task, name=path.name), path.name)]
@@ -109,6 +127,25 @@ def add_file(ds: Dataset, path: Path, task: str) -> list[QueueEntry]:
         raise
     except (OSError, ValueError, KeyError) as exc:  # readers' errors say what is wrong with the file
         raise QueueError(f"cannot read {path.name}: {exc}") from None
+
+
+def _is_product(path: Path) -> bool:
+    from napari_fracto.io.ptycho import is_ptycho_file
+
+    return is_ptycho_file(path)
+
+
+def _container_entries(ds: Dataset, path: Path, task: str) -> list[QueueEntry]:
+    """Every image of a container, each plane of each array, named as `analyze` names it."""
+    import numpy as np
+
+    from napari_fracto.io.images import file_planes
+
+    entries = []
+    for plane in file_planes(path):
+        name = path.name + plane.source.removeprefix(str(path))
+        entries.append(QueueEntry(ds.add_image(np.asarray(plane.array), task=task, name=name), name))
+    return entries
 
 
 def collect_folder(ds: Dataset, folder: Path, task: str) -> Collected:
@@ -172,35 +209,62 @@ def _product_plane(ds: Dataset, path: Path, suffix: str, task: str) -> QueueEntr
 
 
 def _add_source(ds: Dataset, source: str, base: Path, task: str, cache: dict[Path, Any]) -> QueueEntry:
-    from napari_fracto.io.images import source_file
+    """Store the image a record's `source` names: a file, a plane of a stack, or a named array (part) of a
+    container, named as `analyze` and the viewer name them (`io.images`)."""
+    from napari_fracto.io.images import source_file, split_source
 
-    match = _PLANE.match(source)
-    path = _resolve(source_file(match["path"] if match else source), base)
+    file_part, rest = split_source(source)
+    path = _resolve(file_part, base)
     if not path.is_file():
         raise QueueError(
             f"image not found: {path}; keep the images where they were analysed, or fix 'source'"
         )
-    product = _product_plane(ds, path, f" [plane {match['index']}]" if match else "", task)
+    product = _product_plane(ds, path, rest, task)
     if product is not None:
         return product
-    if not match:
+    if not rest or source_file(source) != source:  # a whole file (a complex .npy is stored complex)
         entries = add_file(ds, path, task)
         if len(entries) != 1:
             raise QueueError(f"{path.name} is a stack, but its result names no plane")
         return entries[0]
-    idx = tuple(int(i) for i in match["index"].split(","))
+    match = _PLANE.match(rest)
+    if match is None:
+        return _add_part(ds, path, rest, task, cache)
     if path not in cache:
-        try:
-            cache.clear()  # one stack in memory at a time
-            cache[path] = load_array(path)
-        except (OSError, ValueError, KeyError) as exc:
-            raise QueueError(f"cannot read {path.name}: {exc}") from None
+        cache.clear()  # one stack in memory at a time
+        cache[path] = _read(path, load_array)
+    idx = _plane_index(cache[path], tuple(int(i) for i in match["index"].split(",")))
     try:
         plane = cache[path][idx]
     except IndexError:
         raise QueueError(f"{path.name} has no plane {match['index']}") from None
     name = _plane_name(path.name, idx)
     return QueueEntry(ds.add_image(plane, task=task, name=name), name)
+
+
+def _read(path: Path, read: Any) -> Any:
+    try:
+        return read(path)
+    except (OSError, ValueError, KeyError) as exc:  # readers' errors say what is wrong with the file
+        raise QueueError(f"cannot read {path.name}: {exc}") from None
+
+
+def _add_part(ds: Dataset, path: Path, rest: str, task: str, cache: dict[Path, Any]) -> QueueEntry:
+    """A named array of a container (`f.npz [f obj phase]`, `f.h5 [data] [plane 2]`): the image the
+    reader gave `analyze` under that name, the part (phase or amplitude) included."""
+    from napari_fracto.io.images import reader_planes
+
+    part = "amplitude" if "amplitude]" in rest else "phase"
+    key = path.with_name(f"{path.name}\0{part}")  # the planes of one file and part, cached together
+    if key not in cache:
+        cache.clear()
+        cache[key] = dict(_read(path, lambda p: reader_planes(p, part)))
+    wanted = f"{path}{rest}"
+    if wanted not in cache[key]:
+        names = ", ".join(name.removeprefix(str(path)).strip() for name in list(cache[key])[:8])
+        raise QueueError(f"{path.name} has no{rest}; it holds {names}")
+    name = path.name + rest
+    return QueueEntry(ds.add_image(cache[key][wanted], task=task, name=name), name)
 
 
 def collect_results(ds: Dataset, jsonl: Path, task: str | None = None) -> Collected:
