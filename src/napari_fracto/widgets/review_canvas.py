@@ -110,9 +110,13 @@ class CanvasMixin:
         ndim = image.ndim
         image.data = data
         image.name = meta["name"]
-        image.scale = meta.get("scale", (1.0,) * ndim)
-        image.translate = meta.get("translate", (0.0,) * ndim)
-        if "units" in meta:
+        # each setter makes napari refresh the layer: only what differs from the previous image is set
+        scale, translate = meta.get("scale", (1.0,) * ndim), meta.get("translate", (0.0,) * ndim)
+        if not np.array_equal(image.scale, scale):
+            image.scale = scale
+        if not np.array_equal(image.translate, translate):
+            image.translate = translate
+        if "units" in meta and tuple(str(u) for u in image.units) != tuple(str(u) for u in meta["units"]):
             image.units = meta["units"]
         image.metadata = dict(meta.get("metadata", {}))
         if not rgb and np.issubdtype(np.asarray(data).dtype, np.number):
