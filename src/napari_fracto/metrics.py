@@ -190,8 +190,9 @@ def _matrices(
     for row, outcome in enumerate(outcomes):
         true = normalise(outcome.true, exclusive)
         pred = outcome.predicted if outcome.parse_ok else frozenset()
-        if not rules.count_outside:
+        if not rules.count_outside:  # dropped on both sides, as PtychoBench's loader drops them
             pred = frozenset(label for label in pred if label in index)
+            true = frozenset(label for label in true if label in index)
         if rules.empty_is_exclusive and outcome.parse_ok:
             pred = normalise(pred, exclusive)
         if pred & exclusive_set and len(pred) > 1:

@@ -771,7 +771,9 @@ def parse_response(
         )
 
 
-def _parse(text: Any, vocab: Vocabulary, advice_vocab: Vocabulary | None, keep_exclusive: bool) -> ParseResult:
+def _parse(
+    text: Any, vocab: Vocabulary, advice_vocab: Vocabulary | None, keep_exclusive: bool
+) -> ParseResult:
     c = _Collector(vocab, advice_vocab)
     if isinstance(text, bytes):
         text = text.decode("utf-8", errors="replace")

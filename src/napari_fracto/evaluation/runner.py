@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 from napari_fracto.backends.base import BackendError, CancelledError
 from napari_fracto.errors import UserError
 from napari_fracto.evaluation.compare import EvalConfig
-from napari_fracto.findings import AnalysisContext
 from napari_fracto.evaluation.scoring import ReplyRecorder, answers_as_given, score_run, truth_of
+from napari_fracto.findings import AnalysisContext
 from napari_fracto.metrics import RULES, Scores
 
 if TYPE_CHECKING:

@@ -69,6 +69,29 @@ def predicted_advice(p: Prediction) -> list[str]:
     return p.advice if p.given_advice is None else p.given_advice
 
 
+def outcomes_of(
+    predictions: Sequence[Prediction], truth: dict[str, dict[str, Any]], *, advice: bool = False
+) -> list[ImageOutcome]:
+    """What is scored of each prediction: its answer as given against the corrected labels or advice."""
+    if advice:
+        return [
+            ImageOutcome.make(
+                predicted_advice(p), truth[p.image_id]["advice"], parse_ok=p.parse_ok, image_id=p.image_id
+            )
+            for p in predictions
+        ]
+    return [
+        ImageOutcome.make(
+            predicted(p),
+            truth[p.image_id]["labels"],
+            parse_ok=p.parse_ok,
+            seconds=p.seconds,
+            image_id=p.image_id,
+        )
+        for p in predictions
+    ]
+
+
 def score_run(run: EvalRun, vocab: Any, rules: Rules, *, resamples: int | None, seed: int) -> None:
     """Label scores over the images predicted; advice scores over the images with corrected advice.
 
@@ -95,18 +118,8 @@ def score_run(run: EvalRun, vocab: Any, rules: Rules, *, resamples: int | None, 
     advice_burn = burn_in(configs, [len(s) for s in advice_sets])
     for i, result in enumerate(run.results):
         if label_sets[i]:
-            outcomes = [
-                ImageOutcome.make(
-                    predicted(p),
-                    truth[p.image_id]["labels"],
-                    parse_ok=p.parse_ok,
-                    seconds=p.seconds,
-                    image_id=p.image_id,
-                )
-                for p in label_sets[i]
-            ]
             result.scores = score(
-                outcomes,
+                outcomes_of(label_sets[i], truth),
                 names,
                 exclusive=vocab.exclusive_labels,
                 resamples=resamples,
@@ -115,14 +128,8 @@ def score_run(run: EvalRun, vocab: Any, rules: Rules, *, resamples: int | None, 
                 burn=label_burn[i],
             )
         if advice_sets[i]:
-            outcomes = [
-                ImageOutcome.make(
-                    predicted_advice(p), truth[p.image_id]["advice"], parse_ok=p.parse_ok, image_id=p.image_id
-                )
-                for p in advice_sets[i]
-            ]
             result.advice_scores = score(
-                outcomes,
+                outcomes_of(advice_sets[i], truth, advice=True),
                 advice_names,
                 exclusive=advice_vocab.exclusive_labels,
                 resamples=resamples,
