@@ -86,6 +86,13 @@ def run_eval(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.export_ptychobench and "param" in args.export_ptychobench.name.lower():
+        print(
+            "error: PtychoBench's bootstrap.py reads any file named '*param*' as parameter advice; name the "
+            "--export-ptychobench file without 'param' (advice goes to <name>_param_rec.json beside it)",
+            file=sys.stderr,
+        )
+        return 2
     base = settings_from_args(args)
     if args.adapter is None:  # the adapter saved by Analyze never sneaks into a "base" row
         base = base.model_copy(update={"adapter": ""})
