@@ -324,11 +324,13 @@ def score(
         rules=rules.name,
     )
     if resamples:
+        from napari_fracto.bootstrap import generator_samples, ptychobench_samples, statistics
+
         if rules.bootstrap == "ptychobench":
-            samples = _ptychobench_samples(arrays, resamples, seed, burn)
+            samples = ptychobench_samples(arrays, resamples, seed, burn)
         else:
-            samples = _generator_samples(arrays, resamples, seed)
-        result.ci, result.bootstrap_mean, result.bootstrap_std = _statistics(
+            samples = generator_samples(arrays, resamples, seed)
+        result.ci, result.bootstrap_mean, result.bootstrap_std = statistics(
             samples, confidence, drop_nan=not zero_division
         )
     return result
@@ -346,74 +348,7 @@ def bootstrap_intervals(
     confidence: float,
 ) -> dict[str, tuple[float, float]]:
     """Percentile intervals from resampling images with replacement (the default rules)."""
-    samples = _generator_samples((tp, fp, fn, set_precision, failures, seconds), resamples, seed)
-    return _statistics(samples, confidence, drop_nan=True)[0]
+    from napari_fracto.bootstrap import generator_samples, statistics
 
-
-def _weights(picks: np.ndarray) -> np.ndarray:
-    """Resamples x images counts of how often each image was drawn."""
-    b, n = picks.shape
-    w = np.zeros((b, n))
-    np.add.at(w, (np.arange(b)[:, None], picks), 1.0)
-    return w
-
-
-def _collect(arrays: tuple[np.ndarray, ...], draw: Any, resamples: int, zero_division: bool) -> dict:
-    n = arrays[0].shape[0]
-    collected: dict[str, list[np.ndarray]] = {k: [] for k in CI_METRICS}
-    chunk = max(1, min(resamples, 2_000_000 // max(n, 1)))  # bounds memory
-    done = 0
-    while done < resamples:
-        b = min(chunk, resamples - done)
-        values = _summaries(_weights(draw(b, n)), *arrays, zero_division=zero_division)
-        for name, v in values.items():
-            collected[name].append(v)
-        done += b
-    return {name: np.concatenate(parts) for name, parts in collected.items()}
-
-
-def _generator_samples(arrays: tuple[np.ndarray, ...], resamples: int, seed: int) -> dict:
-    rng = np.random.default_rng(seed)
-    return _collect(arrays, lambda b, n: rng.integers(0, n, size=(b, n)), resamples, False)
-
-
-def _ptychobench_samples(
-    arrays: tuple[np.ndarray, ...], resamples: int, seed: int, burn: Sequence[int]
-) -> dict:
-    """bootstrap.py's draws: `np.random.seed(seed)`, then `np.random.choice(n, size=n, replace=True)`
-    once per resample, for each earlier entry of the same results file (`burn`) and then this one.
-
-    A legacy RandomState gives the same stream as numpy's global functions after np.random.seed, and
-    one call for b rows draws what b calls of one row draw (checked in tests/test_ptychobench.py).
-    """
-    state = np.random.RandomState(seed)
-    for m in burn:
-        done = 0
-        step = max(1, 2_000_000 // max(m, 1))
-        while done < resamples:
-            b = min(step, resamples - done)
-            state.choice(m, size=(b, m), replace=True)
-            done += b
-    return _collect(arrays, lambda b, n: state.choice(n, size=(b, n), replace=True), resamples, True)
-
-
-def _statistics(
-    samples: dict[str, np.ndarray], confidence: float, *, drop_nan: bool
-) -> tuple[dict[str, tuple[float, float]], dict[str, float], dict[str, float]]:
-    """Percentile interval, mean and standard deviation of each metric over the resamples.
-
-    `drop_nan`: resamples where a metric is undefined are left out (default rules); else they stay
-    and make its statistics NaN (PtychoBench's micro scores are never NaN: zero_division=0).
-    """
-    alpha = (1 - confidence) / 2
-    ci, mean, std = {}, {}, {}
-    for name, values in samples.items():
-        if drop_nan:
-            values = values[~np.isnan(values)]
-        if values.size == 0 or np.isnan(values).any():
-            ci[name], mean[name], std[name] = (math.nan, math.nan), math.nan, math.nan
-            continue
-        lo, hi = np.percentile(values, [100 * alpha, 100 * (1 - alpha)])
-        ci[name] = (float(lo), float(hi))
-        mean[name], std[name] = float(np.mean(values)), float(np.std(values))
-    return ci, mean, std
+    samples = generator_samples((tp, fp, fn, set_precision, failures, seconds), resamples, seed)
+    return statistics(samples, confidence, drop_nan=True)[0]
