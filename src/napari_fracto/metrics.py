@@ -18,6 +18,14 @@ Pure (numpy only). The scoring rules, chosen so both seed papers' numbers can be
   evaluated images (a label nobody used has no defined F1 and is left out).
 - Confidence intervals: percentile bootstrap over images (resampled with replacement), seeded numpy
   Generator, so the same seed gives the same interval.
+
+`PTYCHOBENCH` rules (`score(..., rules=PTYCHOBENCH)`) are those of PtychoBench's own evaluation code
+(`evaluation/ptychobench_loader.py`, `evaluation/bootstrap.py`): an empty prediction is all zeros (not
+the exclusive label), labels outside the vocabulary are dropped (not false positives), a contradictory
+answer keeps both sides as any other multi-label answer, micro P/R/F1 with zero_division=0, and the
+interval from `np.random.seed(42)` then `np.random.choice(n, n, replace=True)` per resample, 10,000
+resamples, no resample dropped. The truth is read the same way in both: an empty corrected set is the
+reviewer's "found nothing", the exclusive label.
 """
 
 from __future__ import annotations
@@ -42,6 +50,23 @@ CI_METRICS = (
     "parse_failure_rate",
     "latency_mean",
 )
+
+
+@dataclass(frozen=True)
+class Rules:
+    """How predicted label sets are scored and how intervals are drawn (see the module docstring)."""
+
+    name: str
+    empty_is_exclusive: bool  # a parsed empty prediction means the exclusive label
+    count_outside: bool  # labels outside the vocabulary are false positives (else dropped)
+    bootstrap: str  # "generator": default_rng, NaN resamples dropped; "ptychobench": as bootstrap.py
+    resamples: int  # default number of resamples
+    seed: int | None  # the bootstrap seed these rules fix (None: the caller's seed)
+
+
+DEFAULT = Rules("default", True, True, "generator", DEFAULT_RESAMPLES, None)
+PTYCHOBENCH = Rules("ptychobench", False, False, "ptychobench", MAX_RESAMPLES, 42)
+RULES = {r.name: r for r in (DEFAULT, PTYCHOBENCH)}
 
 
 @dataclass(frozen=True)
@@ -109,6 +134,10 @@ class Scores:
     confidence: float = 0.95
     resamples: int = 0
     seed: int = 0
+    rules: str = DEFAULT.name
+    # Mean and standard deviation of each metric over the resamples (bootstrap.py's Mean and Std).
+    bootstrap_mean: dict[str, float] = field(default_factory=dict)
+    bootstrap_std: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (NaN becomes None)."""
@@ -119,6 +148,8 @@ class Scores:
             for s in self.per_label
         ]
         data["ci"] = {k: [_json_float(lo), _json_float(hi)] for k, (lo, hi) in self.ci.items()}
+        for name in ("bootstrap_mean", "bootstrap_std"):
+            data[name] = {k: _json_float(v) for k, v in data[name].items()}
         return {k: _json_float(v) if isinstance(v, float) else v for k, v in data.items()}
 
 
@@ -138,11 +169,15 @@ def normalise(labels: frozenset[str], exclusive: Sequence[str]) -> frozenset[str
 
 
 def _matrices(
-    outcomes: Sequence[ImageOutcome], labels: Sequence[str], exclusive: Sequence[str]
+    outcomes: Sequence[ImageOutcome],
+    labels: Sequence[str],
+    exclusive: Sequence[str],
+    rules: Rules = DEFAULT,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
     """Per-image TP/FP/FN indicator arrays (images x columns), set precision per image, contradictions.
 
-    Columns are the vocabulary labels, then one column for all labels outside the vocabulary.
+    Columns are the vocabulary labels, then one column for all labels outside the vocabulary (empty
+    when the rules drop them).
     """
     index = {label: i for i, label in enumerate(labels)}
     n, m = len(outcomes), len(labels) + 1
@@ -154,7 +189,12 @@ def _matrices(
     exclusive_set = set(exclusive)
     for row, outcome in enumerate(outcomes):
         true = normalise(outcome.true, exclusive)
-        pred = normalise(outcome.predicted, exclusive) if outcome.parse_ok else frozenset()
+        pred = outcome.predicted if outcome.parse_ok else frozenset()
+        if not rules.count_outside:  # dropped on both sides, as PtychoBench's loader drops them
+            pred = frozenset(label for label in pred if label in index)
+            true = frozenset(label for label in true if label in index)
+        if rules.empty_is_exclusive and outcome.parse_ok:
+            pred = normalise(pred, exclusive)
         if pred & exclusive_set and len(pred) > 1:
             contradictions += 1
         for label in pred:
@@ -186,8 +226,12 @@ def _summaries(
     set_precision: np.ndarray,
     failures: np.ndarray,
     seconds: np.ndarray,
+    zero_division: bool = False,
 ) -> dict[str, np.ndarray]:
-    """Metrics for each row of image weights `w` (resamples x images); the plain score is w = ones."""
+    """Metrics for each row of image weights `w` (resamples x images); the plain score is w = ones.
+
+    `zero_division`: an undefined micro precision, recall or F1 is 0 (sklearn's zero_division=0).
+    """
     n = w.shape[1]
     ctp, cfp, cfn = w @ tp, w @ fp, w @ fn  # resamples x columns
     stp, sfp, sfn = ctp.sum(1), cfp.sum(1), cfn.sum(1)
@@ -197,11 +241,14 @@ def _summaries(
         f1 = _f1(ctp[:, :-1], cfp[:, :-1], cfn[:, :-1])
         used = ~np.isnan(f1)
         macro = np.where(used.any(1), np.nansum(f1, 1) / np.maximum(used.sum(1), 1), np.nan)
+    micro_f1 = _f1(stp, sfp, sfn)
+    if zero_division:
+        micro_p, micro_r, micro_f1 = (np.nan_to_num(v, nan=0.0) for v in (micro_p, micro_r, micro_f1))
     timed = ~np.isnan(seconds)
     return {
         "micro_precision": micro_p,
         "micro_recall": micro_r,
-        "micro_f1": _f1(stp, sfp, sfn),
+        "micro_f1": micro_f1,
         "macro_f1": macro,
         "set_precision": w @ set_precision / n,
         "parse_failure_rate": w @ failures / n,
@@ -221,10 +268,14 @@ def score(
     resamples: int = DEFAULT_RESAMPLES,
     seed: int = 0,
     confidence: float = 0.95,
+    rules: Rules = DEFAULT,
+    burn: Sequence[int] = (),
 ) -> Scores:
     """Score predictions against the truth over `labels` (the vocabulary's canonical names).
 
-    `resamples` = 0 skips the bootstrap. Raises ValueError for no images or an out-of-range setting.
+    `resamples` = 0 skips the bootstrap. With PtychoBench rules the seed is theirs (42) and `burn`
+    lists the sizes of the entries their bootstrap.py resamples before this one from the same stream.
+    Raises ValueError for no images or an out-of-range setting.
     """
     if not outcomes:
         raise ValueError("nothing to score: no images with corrected labels in this split")
@@ -233,11 +284,15 @@ def score(
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be between 0 and 1 (e.g. 0.95), got {confidence}")
     labels = list(dict.fromkeys(labels))
-    tp, fp, fn, set_precision, contradictions = _matrices(outcomes, labels, exclusive)
+    if rules.seed is not None:
+        seed = rules.seed
+    tp, fp, fn, set_precision, contradictions = _matrices(outcomes, labels, exclusive, rules)
     failures = np.array([0.0 if o.parse_ok else 1.0 for o in outcomes])
     seconds = np.array([math.nan if o.seconds is None else float(o.seconds) for o in outcomes])
     n = len(outcomes)
-    point = _summaries(np.ones((1, n)), tp, fp, fn, set_precision, failures, seconds)
+    arrays = (tp, fp, fn, set_precision, failures, seconds)
+    zero_division = rules.bootstrap == "ptychobench"
+    point = _summaries(np.ones((1, n)), *arrays, zero_division=zero_division)
 
     per_label = []
     columns = [*labels, OUTSIDE_VOCABULARY]
@@ -266,10 +321,17 @@ def score(
         confidence=confidence,
         resamples=resamples,
         seed=seed,
+        rules=rules.name,
     )
     if resamples:
-        result.ci = bootstrap_intervals(
-            tp, fp, fn, set_precision, failures, seconds, resamples, seed, confidence
+        from napari_fracto.bootstrap import generator_samples, ptychobench_samples, statistics
+
+        if rules.bootstrap == "ptychobench":
+            samples = ptychobench_samples(arrays, resamples, seed, burn)
+        else:
+            samples = generator_samples(arrays, resamples, seed)
+        result.ci, result.bootstrap_mean, result.bootstrap_std = statistics(
+            samples, confidence, drop_nan=not zero_division
         )
     return result
 
@@ -285,28 +347,8 @@ def bootstrap_intervals(
     seed: int,
     confidence: float,
 ) -> dict[str, tuple[float, float]]:
-    """Percentile intervals from resampling images with replacement (in chunks to bound memory)."""
-    rng = np.random.default_rng(seed)
-    n = tp.shape[0]
-    collected: dict[str, list[np.ndarray]] = {k: [] for k in CI_METRICS}
-    chunk = max(1, min(resamples, 2_000_000 // max(n, 1)))
-    done = 0
-    while done < resamples:
-        b = min(chunk, resamples - done)
-        picks = rng.integers(0, n, size=(b, n))
-        w = np.zeros((b, n))
-        np.add.at(w, (np.arange(b)[:, None], picks), 1.0)
-        for name, values in _summaries(w, tp, fp, fn, set_precision, failures, seconds).items():
-            collected[name].append(values)
-        done += b
-    alpha = (1 - confidence) / 2
-    out = {}
-    for name, parts in collected.items():
-        values = np.concatenate(parts)
-        values = values[~np.isnan(values)]
-        if values.size == 0:
-            out[name] = (math.nan, math.nan)
-        else:
-            lo, hi = np.quantile(values, [alpha, 1 - alpha])
-            out[name] = (float(lo), float(hi))
-    return out
+    """Percentile intervals from resampling images with replacement (the default rules)."""
+    from napari_fracto.bootstrap import generator_samples, statistics
+
+    samples = generator_samples((tp, fp, fn, set_precision, failures, seconds), resamples, seed)
+    return statistics(samples, confidence, drop_nan=True)[0]

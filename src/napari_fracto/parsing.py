@@ -18,8 +18,10 @@ is kept without a box). A ``point_2d`` becomes a small box of 2 * POINT_HALF_SIZ
 point, so it stays visible and editable in napari. Confidences above 1 and up to 100 are read as
 percentages, others are clamped to [0, 1]. Same label + same box are merged (highest confidence kept), and
 a label-only finding is dropped when the same label also has a box. An exclusive label ("No obvious
-artifacts") given together with others is dropped in favour of the others, with a note. Text inside
-``<think>...</think>`` is ignored.
+artifacts") given together with others is dropped in favour of the others, with a note
+(``keep_exclusive=True`` keeps it: evaluation scores answers as given). Text inside
+``<think>...</think>`` is ignored. With PtychoBench's advice vocabulary, a letter A-X is the advice it
+stands for in PtychoBench (``<answer>J, K, L</answer>``, `evaluation.ptychobench.PARAM_CLASSES`).
 
 Linear time on any input: a degenerate model can emit 100,000 ``(`` or ``<think>``. Patterns here never
 backtrack over unbounded text (asides and thinking are cut by scanning, names longer than
@@ -72,6 +74,12 @@ class _Collector:
     problems: list[str] = field(default_factory=list)
     answered: bool = False
     literal_budget: int = _LITERAL_BUDGET
+    letters: dict[str, str] = field(default_factory=dict)  # PtychoBench advice letter -> name
+
+    def __post_init__(self) -> None:
+        from napari_fracto.evaluation.ptychobench import letter_map
+
+        self.letters = letter_map(self.advice_vocab)
 
     def note(self, problem: str) -> None:
         if problem not in self.problems:
@@ -85,6 +93,9 @@ class _Collector:
         stripped = _strip_asides(text).strip()
         if not exact and stripped and stripped != text:
             candidates.append(stripped)
+        letter = self.letters.get(text.strip())
+        if letter is not None:
+            return "advice", letter
         for candidate in candidates:
             name = self.vocab.canonical(candidate)
             if name is not None:
@@ -139,7 +150,7 @@ class _Collector:
             if self.advice_vocab is None:
                 self.advice.append(" ".join(text.split()))
                 continue
-            name = self.advice_vocab.canonical(text)
+            name = self.letters.get(text) or self.advice_vocab.canonical(text)
             if name is None:
                 self.add_unknown(text)
                 self.note(f"unknown advice {text[:60]!r}")
@@ -708,7 +719,7 @@ def _regions(text: str) -> list[str]:
 # ------------------------------------------------------------------------------------------ result
 
 
-def _finish(c: _Collector) -> ParseResult:
+def _finish(c: _Collector, keep_exclusive: bool = False) -> ParseResult:
     merged: dict[tuple[str, Box | None], Finding] = {}
     for f in c.findings:
         key = (f.label, f.box)
@@ -719,9 +730,10 @@ def _finish(c: _Collector) -> ParseResult:
             merged[key] = Finding(f.label, f.confidence, f.box)
     boxed = {label for label, box in merged if box is not None}
     findings = [f for (label, box), f in merged.items() if box is not None or label not in boxed]
-    findings = _exclusive(findings, c.vocab, c, lambda f: f.label, "label")
+    if not keep_exclusive:
+        findings = _exclusive(findings, c.vocab, c, lambda f: f.label, "label")
     advice = list(dict.fromkeys(c.advice))
-    if c.advice_vocab is not None:
+    if c.advice_vocab is not None and not keep_exclusive:
         advice = _exclusive(advice, c.advice_vocab, c, lambda a: a, "advice")
     return ParseResult(
         findings=tuple(findings),
@@ -743,20 +755,25 @@ def _exclusive(items: list[Any], vocab: Vocabulary, c: _Collector, name_of: Any,
     return items
 
 
-def parse_response(text: Any, vocab: Vocabulary, advice_vocab: Vocabulary | None = None) -> ParseResult:
+def parse_response(
+    text: Any, vocab: Vocabulary, advice_vocab: Vocabulary | None = None, *, keep_exclusive: bool = False
+) -> ParseResult:
     """Findings (boxes on the 0-1000 grid), unknown labels, advice and problems from a model's answer.
 
-    Never raises: `ok` is False when no answer could be found at all.
+    Never raises: `ok` is False when no answer could be found at all. `keep_exclusive`: an exclusive
+    label given with others stays (the answer as given) instead of being dropped.
     """
     try:
-        return _parse(text, vocab, advice_vocab)
+        return _parse(text, vocab, advice_vocab, keep_exclusive)
     except Exception as exc:  # the contract is "never raises"; the property test checks this stays unused
         return ParseResult(
             ok=False, problems=(f"internal parser error ({type(exc).__name__}); please report this answer",)
         )
 
 
-def _parse(text: Any, vocab: Vocabulary, advice_vocab: Vocabulary | None) -> ParseResult:
+def _parse(
+    text: Any, vocab: Vocabulary, advice_vocab: Vocabulary | None, keep_exclusive: bool
+) -> ParseResult:
     c = _Collector(vocab, advice_vocab)
     if isinstance(text, bytes):
         text = text.decode("utf-8", errors="replace")
@@ -768,7 +785,7 @@ def _parse(text: Any, vocab: Vocabulary, advice_vocab: Vocabulary | None) -> Par
     text = _strip_thinking(text, c)
     if not text.strip():
         c.note("the answer is empty")
-        return _finish(c)
+        return _finish(c, keep_exclusive)
     regions = _regions(text)
     if len(regions) > _MAX_REGIONS:
         c.note(f"the answer has {len(regions)} <answer> or ``` blocks; read the first {_MAX_REGIONS}")
@@ -780,4 +797,4 @@ def _parse(text: Any, vocab: Vocabulary, advice_vocab: Vocabulary | None) -> Par
             _salvage(region, c)
             continue
         _read_text(region, c)
-    return _finish(c)
+    return _finish(c, keep_exclusive)

@@ -54,7 +54,12 @@ def add_dataset_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
 
     p = action("import", "import PtychoBench JSON splits or a folder-per-class image set")
     p.add_argument("source", type=Path, help="PtychoBench JSON/folder, or a folder of class folders")
-    p.add_argument("--format", choices=["ptychobench", "folders"], required=True)
+    p.add_argument(
+        "--format",
+        choices=["ptychobench", "ptychobench-params", "folders"],
+        required=True,
+        help="ptychobench-params: a parameter-recommendation split (advice letters A-X)",
+    )
     p.add_argument("--task", help="task of the labels (default: ptychography for PtychoBench)")
     p.add_argument("--images", type=Path, help="PtychoBench: folder holding the images")
     p.add_argument("--name", help="name of the dataset when it is created by this import")
@@ -183,6 +188,12 @@ def _import(args: argparse.Namespace) -> int:
     with Dataset.open_or_create(args.dataset, name=args.name) as ds:
         if args.format == "ptychobench":
             summary = importers.import_ptychobench(
+                ds, args.source, images_dir=args.images, task=args.task or "ptychography"
+            )
+        elif args.format == "ptychobench-params":
+            from napari_fracto.dataset.ptychobench import import_ptychobench_params
+
+            summary = import_ptychobench_params(
                 ds, args.source, images_dir=args.images, task=args.task or "ptychography"
             )
         else:

@@ -42,7 +42,22 @@ def add_parser(subparsers) -> None:
     p.add_argument("--no-context", action="store_true", help="leave the sample context out of the prompt")
     add_request_arguments(p, overrides=True)
     p.add_argument("--seed", type=int, default=0, help="seed of random example picks and the bootstrap")
-    p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (0 to 10000)")
+    p.add_argument(
+        "--resamples", type=int, help="bootstrap resamples, 0 to 10000 (default 1000; ptychobench: 10000)"
+    )
+    p.add_argument(
+        "--scoring",
+        choices=["default", "ptychobench"],
+        help="scoring rules: default, or PtychoBench's own (empty answer = nothing, labels outside the "
+        "vocabulary dropped, their bootstrap: seed 42, 10000 resamples); see docs/evaluation.md",
+    )
+    p.add_argument(
+        "--export-ptychobench",
+        type=Path,
+        metavar="FILE",
+        help="also write PtychoBench results JSON (for their evaluation/bootstrap.py); implies "
+        "--scoring ptychobench",
+    )
     p.add_argument("--name", default="", help="name of this configuration in the table")
     p.add_argument(
         "--compare", type=Path, help="TOML/JSON file listing configurations (backend flags become defaults)"
@@ -61,8 +76,22 @@ def run_eval(args: argparse.Namespace) -> int:
     from napari_fracto.evaluation.report import markdown_table, write_reports
     from napari_fracto.evaluation.runner import EvaluationError, evaluate
 
-    if not 0 <= args.resamples <= 10_000:
+    if args.resamples is not None and not 0 <= args.resamples <= 10_000:
         print(f"error: --resamples must be between 0 and 10000, got {args.resamples}", file=sys.stderr)
+        return 2
+    scoring = args.scoring or ("ptychobench" if args.export_ptychobench else "default")
+    if args.export_ptychobench and scoring != "ptychobench":
+        print(
+            "error: --export-ptychobench scores by PtychoBench's rules; drop --scoring default",
+            file=sys.stderr,
+        )
+        return 2
+    if args.export_ptychobench and "param" in args.export_ptychobench.name.lower():
+        print(
+            "error: PtychoBench's bootstrap.py reads any file named '*param*' as parameter advice; name the "
+            "--export-ptychobench file without 'param' (advice goes to <name>_param_rec.json beside it)",
+            file=sys.stderr,
+        )
         return 2
     base = settings_from_args(args)
     if args.adapter is None:  # the adapter saved by Analyze never sneaks into a "base" row
@@ -121,6 +150,7 @@ def run_eval(args: argparse.Namespace) -> int:
                 task=args.task,
                 resamples=args.resamples,
                 seed=args.seed,
+                scoring=scoring,
                 progress=progress,
             )
     except (DatasetError, EvaluationError, ValueError) as exc:
@@ -129,7 +159,15 @@ def run_eval(args: argparse.Namespace) -> int:
         return 2
     finally:
         bar.close()
-    paths = write_reports(run, out)
+    paths = list(write_reports(run, out).values())
+    if args.export_ptychobench:
+        from napari_fracto.evaluation.export_ptychobench import write_ptychobench
+
+        try:
+            paths += write_ptychobench(run, args.export_ptychobench)
+        except EvaluationError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     print(markdown_table(run))
-    print("wrote " + ", ".join(str(p) for p in paths.values()), file=sys.stderr)
+    print("wrote " + ", ".join(str(p) for p in paths), file=sys.stderr)
     return 1 if any(r.error for r in run.results) else 0

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_fracto.evaluation.runner import ConfigResult, EvalRun
+from napari_fracto.evaluation.scoring import predicted, predicted_advice
 from napari_fracto.metrics import Scores
 from napari_fracto.paths import atomic_write_text
 
@@ -80,6 +81,8 @@ def markdown_table(run: EvalRun) -> str:
         f"Task {run.task}, split {run.split}, {run.n_images} reviewed image(s) of {run.dataset}. "
         f"Brackets: {confidence:.0%} bootstrap intervals over images."
     )
+    if run.scoring != "default":
+        header += f" Scoring rules: {run.scoring}."
     if run.skipped:
         header += f" {len(run.skipped)} image(s) skipped (unreadable; see results.json)."
     return header + "\n\n" + "\n".join(lines) + "\n"
@@ -106,6 +109,7 @@ def to_json(run: EvalRun) -> dict[str, Any]:
         "task": run.task,
         "split": run.split,
         "started_at": run.started_at,
+        "scoring": run.scoring,
         "images": run.image_ids,
         "skipped": run.skipped,
         "results": [
@@ -121,9 +125,14 @@ def to_json(run: EvalRun) -> dict[str, Any]:
                         "image_id": p.image_id,
                         "labels": p.labels,
                         "advice": p.advice,
+                        "given": predicted(p),
+                        "given_advice": predicted_advice(p),
+                        "truth": run.truth.get(p.image_id, {}).get("labels"),
+                        "truth_advice": run.truth.get(p.image_id, {}).get("advice"),
                         "parse_ok": p.parse_ok,
                         "seconds": round(p.seconds, 4),
                         "examples": p.examples,
+                        "raw_text": p.raw_text,
                     }
                     for p in r.predictions
                 ],

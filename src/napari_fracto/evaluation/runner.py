@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any
 from napari_fracto.backends.base import BackendError, CancelledError
 from napari_fracto.errors import UserError
 from napari_fracto.evaluation.compare import EvalConfig
+from napari_fracto.evaluation.scoring import ReplyRecorder, answers_as_given, score_run, truth_of
 from napari_fracto.findings import AnalysisContext
-from napari_fracto.metrics import DEFAULT_RESAMPLES, ImageOutcome, Scores, score
+from napari_fracto.metrics import RULES, Scores
 
 if TYPE_CHECKING:
     from napari_fracto.backends.base import Backend
@@ -53,6 +54,10 @@ class Prediction:
     seconds: float
     raw_text: str = ""
     examples: list[str] = field(default_factory=list)  # image ids of the in-context examples
+    # The labels and advice as the model gave them: an exclusive label beside others is kept here
+    # (the parser drops it from `labels` for display), so contradictions are scored and counted.
+    given: list[str] | None = None  # None: same as labels / advice
+    given_advice: list[str] | None = None
 
 
 @dataclass
@@ -76,6 +81,9 @@ class EvalRun:
     results: list[ConfigResult]
     skipped: dict[str, str] = field(default_factory=dict)  # image id -> why it was not evaluated
     started_at: str = ""
+    scoring: str = "default"  # the metrics.RULES used
+    # image id -> the corrected labels, advice and sample type each prediction was scored against
+    truth: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def n_images(self) -> int:
@@ -100,7 +108,10 @@ class PredictionCache:
         if row is None:
             return None
         try:
-            return Prediction(**json.loads(row[0]))
+            record = json.loads(row[0])
+            if "given" not in record:
+                return None  # cached before answers were kept as given: ask again
+            return Prediction(**record)
         except (TypeError, ValueError):
             return None  # written by another version: ask again
 
@@ -175,12 +186,16 @@ def evaluate(
     task: str | None = None,
     example_split: str = "train",
     backend_factory: BackendFactory | None = None,
-    resamples: int = DEFAULT_RESAMPLES,
+    resamples: int | None = None,
     seed: int = 0,
+    scoring: str = "default",
     cancel: threading.Event | None = None,
     progress: Progress | None = None,
 ) -> EvalRun:
     """Run every configuration on the reviewed images of `split` and score each against the corrections.
+
+    `scoring` names the rules (`metrics.RULES`: "default" or "ptychobench"); `resamples` None takes
+    theirs (1,000 or 10,000).
 
     A backend error stops that configuration (its message is kept in `ConfigResult.error`; what was
     done is cached, so a re-run resumes); an unreadable image is skipped for all. Cancelling raises
@@ -192,6 +207,8 @@ def evaluate(
 
     if not configs:
         raise EvaluationError("no configurations to evaluate; give backend settings or a comparison file")
+    if scoring not in RULES:
+        raise EvaluationError(f"unknown scoring {scoring!r}; choose one of {', '.join(RULES)}")
     task = resolve_task(dataset, split, task)
     vocab = load_vocabulary(task)
     items = list(dataset.iter_items(task=task, split=split, status=Status.REVIEWED))
@@ -215,7 +232,9 @@ def evaluate(
             example_split,
         )
 
-    run = EvalRun(str(dataset.root), task, split, [i.image_id for i in items], [], started_at=_now())
+    run = EvalRun(
+        str(dataset.root), task, split, [i.image_id for i in items], [], started_at=_now(), scoring=scoring
+    )
     total = len(configs) * len(items)
     done = 0
     try:
@@ -280,9 +299,8 @@ def evaluate(
 
     kept = [i for i in items if i.image_id not in run.skipped]
     run.image_ids = [i.image_id for i in kept]
-    truth = {i.image_id: i.review for i in kept}
-    for result in run.results:
-        _score(result, truth, vocab, resamples=resamples, seed=seed)
+    run.truth = truth_of(kept, vocab)
+    score_run(run, vocab, RULES[scoring], resamples=resamples, seed=seed)
     return run
 
 
@@ -333,9 +351,11 @@ def _predict(
         array = dataset.image_array(item.image_id)
     if backend is None:
         backend = _make_backend(config, backend_factory)
+    recorder = ReplyRecorder(backend)
     result = run_request(
-        request, array, backend, examples=examples, evidence=False, cancel=cancel, vocab=vocab
+        request, array, recorder, examples=examples, evidence=False, cancel=cancel, vocab=vocab
     )
+    given, given_advice = answers_as_given(recorder.texts, request, vocab)
     prediction = Prediction(
         image_id=item.image_id,
         labels=list(dict.fromkeys([*result.labels, *result.unknown_labels])),
@@ -344,6 +364,8 @@ def _predict(
         seconds=result.seconds,
         raw_text=result.raw_text,
         examples=[c.image_id for c in chosen],
+        given=given,
+        given_advice=given_advice,
     )
     cache.put(key, fingerprint, prediction)
     return prediction, 1, backend
@@ -397,43 +419,3 @@ def _make_backend(config: EvalConfig, factory: BackendFactory | None) -> Backend
     from napari_fracto.backends.factory import make_backend
 
     return make_backend(config.settings)
-
-
-def _score(result: ConfigResult, truth: dict[str, Any], vocab: Any, *, resamples: int, seed: int) -> None:
-    """Label scores over the images predicted; advice scores over images with corrected advice."""
-    from napari_fracto.vocabulary import advice_vocabulary
-
-    predictions = [p for p in result.predictions if p.image_id in truth]
-    if not predictions:
-        return
-
-    def canonical(labels: Sequence[str]) -> list[str]:
-        return [vocab.canonical(label) or label for label in labels]
-
-    outcomes = [
-        ImageOutcome.make(
-            p.labels,
-            canonical(truth[p.image_id].labels),
-            parse_ok=p.parse_ok,
-            seconds=p.seconds,
-            image_id=p.image_id,
-        )
-        for p in predictions
-    ]
-    result.scores = score(
-        outcomes, vocab.names(), exclusive=vocab.exclusive_labels, resamples=resamples, seed=seed
-    )
-    advice_vocab = advice_vocabulary(vocab.task)
-    with_advice = [p for p in predictions if truth[p.image_id].advice]
-    if result.config.advice and advice_vocab is not None and with_advice:
-        advice_outcomes = [
-            ImageOutcome.make(p.advice, truth[p.image_id].advice, parse_ok=p.parse_ok, image_id=p.image_id)
-            for p in with_advice
-        ]
-        result.advice_scores = score(
-            advice_outcomes,
-            advice_vocab.names(),
-            exclusive=advice_vocab.exclusive_labels,
-            resamples=resamples,
-            seed=seed,
-        )
