@@ -9,7 +9,9 @@ from __future__ import annotations
 import re
 
 # "Fig. 3.", "Figure 3:", "FIG. 3 |", "Fig 3 —" at the start of a block
-CAPTION_START = re.compile(r"^\s*(?:Fig\.?|Figure|FIGURE|FIG\.?)\s*(\d{1,3}[A-Z]?)\s*(?:[.:|—–-]|\s)", re.UNICODE)
+CAPTION_START = re.compile(
+    r"^\s*(?:Fig\.?|Figure|FIGURE|FIG\.?)\s*(\d{1,3}[A-Z]?)\s*(?:[.:|—–-]|\s)", re.UNICODE
+)
 TABLE_START = re.compile(r"^\s*(?:Table|TABLE)\s*(\d{1,3})\s*(?:[.:|—–-]|\s)")
 _DASH = "-–—"
 _MARKER = re.compile(
@@ -36,7 +38,9 @@ def _marker_letters(match: re.Match[str]) -> list[str]:
     if match.group(5):
         return [match.group(5)]
     letters = expand_letters(match.group(1), match.group(2), match.group(3))
-    tail = re.findall(r",\s*([a-z])", match.group(0)[match.end(3) - match.start(0) :] if match.group(3) else "")
+    tail = re.findall(
+        r",\s*([a-z])", match.group(0)[match.end(3) - match.start(0) :] if match.group(3) else ""
+    )
     return list(dict.fromkeys(letters + tail))
 
 

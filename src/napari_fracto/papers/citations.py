@@ -1,4 +1,5 @@
-"""Body text that cites a figure or a panel: "Fig. 3b", "Figure 3(b)", "Figs. 2–4", "Fig. 3a–c", "Figs. 2b and 4".
+"""Body text that cites a figure or a panel: "Fig. 3b", "Figure 3(b)", "Figs. 2–4", "Fig. 3a–c",
+"Figs. 2b and 4".
 
 `citations(text)` says which (figure, panel) a paragraph cites; a figure cited without a letter cites all
 its panels (panel None). `excerpts(paragraphs, figure, letter)` picks the paragraphs that describe a panel,
@@ -13,7 +14,8 @@ from napari_fracto.papers.captions import expand_letters
 
 _WORD = r"(?:Fig(?:ure)?s?\.?|FIG(?:URE)?S?\.?)"
 _LETTERS = r"[a-z](?:\s*[,–—-]\s*[a-z](?![a-z]))*"
-# a letter follows the number directly ("3b", "3a–c") or in brackets ("3(b)", "3 (a, b)"): "Fig. 2 a crack" is not 2a
+# a letter follows the number directly ("3b", "3a–c") or in brackets ("3(b)", "3 (a, b)"):
+# "Fig. 2 a crack" is not 2a
 _REF = rf"\d{{1,3}}(?:[a-z](?:[,–—-][a-z](?![a-z]))*(?![a-z])|\s*\({_LETTERS}\))?"
 _LIST = rf"{_REF}(?:\s*(?:,|and|&|[–—-])\s*{_REF})*"
 _CITE = re.compile(rf"\b{_WORD}\s*({_LIST})")
@@ -29,7 +31,12 @@ def citations(text: str) -> set[tuple[str, str | None]]:
         for i, ref in enumerate(refs):
             number, letters = ref.group(1), ref.group(2) or ref.group(3)
             between = match.group(1)[refs[i - 1].end() : ref.start()] if i else ""
-            if i and re.search(r"[–—-]", between) and not (refs[i - 1].group(2) or refs[i - 1].group(3)) and not letters:
+            if (
+                i
+                and re.search(r"[–—-]", between)
+                and not (refs[i - 1].group(2) or refs[i - 1].group(3))
+                and not letters
+            ):
                 for n in range(int(refs[i - 1].group(1)) + 1, int(number)):  # "Figs. 2–4": 3 as well
                     cited.add((str(n), None))
             if not letters:
@@ -55,7 +62,7 @@ def _window(paragraph: str, number: str) -> str:
     """A long paragraph cut to the sentences around its first citation of the figure."""
     if len(paragraph) <= MAX_EXCERPT:
         return paragraph
-    sentences = re.split(r"(?<=[.!?])\s+", paragraph)
+    sentences = re.split(r"(?<!Fig\.)(?<!Figs\.)(?<!FIG\.)(?<=[.!?])\s+(?=[A-Z])", paragraph)
     hits = [i for i, s in enumerate(sentences) if any(n == number for n, _ in citations(s))]
     i = hits[0] if hits else 0
     out = " ".join(sentences[max(0, i - 1) : i + 2])

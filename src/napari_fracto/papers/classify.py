@@ -19,10 +19,15 @@ BLANK_LIMIT = 0.45  # fraction of near-white pixels above which an image is a dr
 FLAT_LIMIT = 0.5  # fraction of pixels in perfectly flat areas above which an image is a drawing
 CHROMA_LIMIT = 28.0  # mean (max - min) over RGB above which an image is a colour photograph
 
-_MICRO = re.compile(r"\b(SEM|TEM|micrograph|fractograph|microscop|BSE|SE image|optical image of the fracture)", re.I)
+_MICRO = re.compile(
+    r"\b(SEM|TEM|micrograph|fractograph|microscop|BSE|SE image|optical image of the fracture)", re.I
+)
 _KINDS = (
     ("schematic", re.compile(r"\b(schematic|illustration|diagram|sketch|drawing|model of)\b", re.I)),
-    ("plot", re.compile(r"\b(plot|curve|graph|versus|vs\.|histogram|spectrum|spectra|chart|distribution)\b", re.I)),
+    (
+        "plot",
+        re.compile(r"\b(plot|curve|graph|versus|vs\.|histogram|spectrum|spectra|chart|distribution)\b", re.I),
+    ),
     ("photograph", re.compile(r"\b(photograph|photo|macrograph|specimen geometry|set-?up|camera)\b", re.I)),
     ("table", re.compile(r"^\s*table\b", re.I)),
 )
@@ -73,7 +78,9 @@ def classify(image: np.ndarray, caption: str = "") -> Verdict:
         label = {"drawing": "plot or schematic"}.get(kind, kind)
         return Verdict(False, kind, f"{label}: {m['blank']:.0%} blank, {m['flat']:.0%} in flat areas")
     if m["chroma"] > CHROMA_LIMIT:
-        return Verdict(False, "photograph", f"colour photograph (colourfulness {m['chroma']:.0f}), not a micrograph")
+        return Verdict(
+            False, "photograph", f"colour photograph (colourfulness {m['chroma']:.0f}), not a micrograph"
+        )
     if named:
         return Verdict(False, named, f"the caption calls it a {named}")
     return Verdict(True, "micrograph", "micrograph")

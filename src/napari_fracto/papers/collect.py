@@ -12,14 +12,14 @@ import json
 import os
 import re
 import threading
-from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from napari_fracto.papers.model import Figure, Paper, PaperError
 from napari_fracto.papers.provenance import ITEM_KEY, PAPER_KEY, Provenance, item_provenance
+from napari_fracto.papers.report import PaperReport, PapersSummary
 
 if TYPE_CHECKING:
     import numpy as np
@@ -28,45 +28,6 @@ if TYPE_CHECKING:
 
 PAPER_SUFFIXES = (".pdf", ".xml", ".nxml")
 MIN_PANEL_PX = 32
-
-
-@dataclass
-class PaperReport:
-    """One paper's import: what was kept, what was left out and why."""
-
-    file: str
-    pages: int = 0
-    figures: int = 0
-    kept: int = 0
-    left_out: Counter[str] = field(default_factory=Counter)  # "plot" -> 2
-    reasons: list[str] = field(default_factory=list)  # "Fig. 2: a vector drawing (plot or schematic)"
-    notes: list[str] = field(default_factory=list)
-    image_ids: list[str] = field(default_factory=list)
-
-    def describe(self) -> str:
-        head = f"{self.file}: {self.kept} panel(s) kept from {self.figures} figure(s)"
-        if self.left_out:
-            head += "; left out " + ", ".join(f"{n} {k}" for k, n in self.left_out.most_common())
-        return "\n".join([head] + [f"  {r}" for r in self.reasons + self.notes])
-
-
-@dataclass
-class PapersSummary:
-    papers: list[PaperReport] = field(default_factory=list)
-    failed: list[tuple[str, str]] = field(default_factory=list)  # (file, why)
-    cancelled: bool = False
-
-    @property
-    def kept(self) -> int:
-        return sum(p.kept for p in self.papers)
-
-    def describe(self) -> str:
-        lines = [p.describe() for p in self.papers]
-        lines += [f"skipped {why}" for _file, why in self.failed]
-        total = f"{self.kept} panel(s) added as unreviewed from {len(self.papers)} paper(s)"
-        lines.append(total + (f", {len(self.failed)} file(s) skipped" if self.failed else "") +
-                     (" (cancelled)" if self.cancelled else ""))  # fmt: skip
-        return "\n".join(lines)
 
 
 @dataclass
@@ -132,12 +93,14 @@ def candidates(paper: Paper) -> list[Candidate]:
         letters = panel_letters(bounds, figure.letters)
         lead, parts = caption_parts(figure.caption)
         for letter, (x0, top, x1, bottom) in zip(letters, bounds, strict=True):
-            r0, r1, c0, c1 = int(round(top)), int(round(bottom)), int(round(x0)), int(round(x1))
+            r0, r1, c0, c1 = round(top), round(bottom), round(x0), round(x1)
             pixels = figure.image[max(0, r0) : r1, max(0, c0) : c1]
             if min(pixels.shape[:2]) < MIN_PANEL_PX:
                 continue
             part = parts.get(letter, "") if letter else ""
-            out.append(Candidate(figure, letter, (x0, top, x1, bottom), pixels, part or ("" if parts else lead)))
+            out.append(
+                Candidate(figure, letter, (x0, top, x1, bottom), pixels, part or ("" if parts else lead))
+            )
     return out
 
 
@@ -145,39 +108,13 @@ def _grey_if_grey(pixels: np.ndarray) -> np.ndarray:
     """A grey image rendered as RGB is stored as one channel (what the model is sent is the same)."""
     import numpy as np
 
-    if pixels.ndim == 3 and np.array_equal(pixels[..., 0], pixels[..., 1]) and np.array_equal(
-        pixels[..., 1], pixels[..., 2]
+    if (
+        pixels.ndim == 3
+        and np.array_equal(pixels[..., 0], pixels[..., 1])
+        and np.array_equal(pixels[..., 1], pixels[..., 2])
     ):
         return np.ascontiguousarray(pixels[..., 0])
     return np.ascontiguousarray(pixels)
-
-
-def label_patterns(task: str, labels: Sequence[str]) -> dict[str, re.Pattern[str]]:
-    """Per wanted label: its name and synonyms as a pattern ("striations" finds "fatigue striation")."""
-    from napari_fracto.vocabulary import load_vocabulary
-
-    vocab = load_vocabulary(task)
-    out = {}
-    for text in labels:
-        name = vocab.canonical(text)
-        if name is None:
-            raise PaperError(f"--want {text!r} is not a {task} label (known: {', '.join(vocab.names())})")
-        terms = [name, *vocab.get(name).synonyms]
-        stems = [re.escape(t.lower().rstrip("s")).replace(r"\ ", r"[\s-]+") for t in terms if t]
-        out[name] = re.compile(r"\b(?:" + "|".join(stems) + r")\w*", re.IGNORECASE)
-    return out
-
-
-def rare_labels(ds: Dataset, task: str) -> list[str]:
-    """The labels `dataset info` flags as rare for `task` (all of them in a new dataset)."""
-    from napari_fracto.dataset.tools import info
-
-    report = info(ds, task=task)
-    if task in report.tasks:
-        return list(report.tasks[task].rare)
-    from napari_fracto.vocabulary import load_vocabulary
-
-    return load_vocabulary(task).names()
 
 
 def _sha256(path: Path) -> str:
@@ -188,8 +125,9 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def judge(paper: Paper, report: PaperReport, seen: Any, wanted: dict[str, re.Pattern[str]] | None,
-          sha: str) -> list[tuple[Any, Provenance]]:  # fmt: skip
+def judge(
+    paper: Paper, report: PaperReport, seen: Any, wanted: dict[str, re.Pattern[str]] | None, sha: str
+) -> list[tuple[Any, Provenance]]:
     """The panels to keep, with their provenance; everything else counted in `report` with a reason."""
     from napari_fracto.papers.citations import excerpts
     from napari_fracto.papers.classify import classify
@@ -210,12 +148,22 @@ def judge(paper: Paper, report: PaperReport, seen: Any, wanted: dict[str, re.Pat
             continue
         quotes = tuple(excerpts(paper.paragraphs, c.figure.number, c.panel or None))
         prov = Provenance(
-            file=name, figure=c.figure.number, panel=c.panel, page=c.figure.page,
-            bounds=tuple(round(v, 1) for v in c.bounds), figure_file=c.figure.file,
+            file=name,
+            figure=c.figure.number,
+            panel=c.panel,
+            page=c.figure.page,
+            bounds=tuple(round(v, 1) for v in c.bounds),
+            figure_file=c.figure.file,
             figure_bounds=tuple(round(v, 1) for v in c.figure.bounds) if c.figure.bounds else None,
-            caption=c.figure.caption, caption_part=c.caption_part, excerpts=quotes, title=paper.title,
-            doi=paper.doi, licence=paper.licence, paper_sha256=sha, phash=dhash(c.pixels),
-        )  # fmt: skip
+            caption=c.figure.caption,
+            caption_part=c.caption_part,
+            excerpts=quotes,
+            title=paper.title,
+            doi=paper.doi,
+            licence=paper.licence,
+            paper_sha256=sha,
+            phash=dhash(c.pixels),
+        )
         if wanted is not None:
             text = " ".join((c.caption_part or c.figure.caption, *quotes))
             hits = tuple(label for label, pattern in wanted.items() if pattern.search(text))
@@ -233,8 +181,9 @@ def judge(paper: Paper, report: PaperReport, seen: Any, wanted: dict[str, re.Pat
     return kept
 
 
-def _write(ds: Dataset, task: str, kept: list[tuple[Any, Provenance]], report: PaperReport, paper: Paper,
-           sha: str) -> None:  # fmt: skip
+def _write(
+    ds: Dataset, task: str, kept: list[tuple[Any, Provenance]], report: PaperReport, paper: Paper, sha: str
+) -> None:
     """Store each panel with its provenance and an unreviewed review carrying the context in its request."""
     from napari_fracto.dataset.model import Status
     from napari_fracto.request import AnalysisRequest
@@ -244,14 +193,34 @@ def _write(ds: Dataset, task: str, kept: list[tuple[Any, Provenance]], report: P
         ds.set_meta(ITEM_KEY + image_id, json.dumps(prov.to_dict(), ensure_ascii=False))
         context = prov.context()
         request = AnalysisRequest(task=task, source=prov.where, image_id=image_id, context=context)
-        ds.save_review(image_id, task, (), status=Status.UNREVIEWED, context=context, request=request,
-                       reviewer="import-papers", notes=f"imported from {prov.where}")  # fmt: skip
+        ds.save_review(
+            image_id,
+            task,
+            (),
+            status=Status.UNREVIEWED,
+            context=context,
+            request=request,
+            reviewer="import-papers",
+            notes=f"imported from {prov.where}",
+        )
         report.image_ids.append(image_id)
         report.kept += 1
-    ds.set_meta(PAPER_KEY + sha, json.dumps({
-        "file": report.file, "path": paper.path, "doi": paper.doi, "licence": paper.licence, "pages": paper.pages,
-        "title": paper.title, "kept": report.kept, "left_out": dict(report.left_out),
-    }, ensure_ascii=False))  # fmt: skip
+    ds.set_meta(
+        PAPER_KEY + sha,
+        json.dumps(
+            {
+                "file": report.file,
+                "path": paper.path,
+                "doi": paper.doi,
+                "licence": paper.licence,
+                "pages": paper.pages,
+                "title": paper.title,
+                "kept": report.kept,
+                "left_out": dict(report.left_out),
+            },
+            ensure_ascii=False,
+        ),
+    )
 
 
 def import_papers(
@@ -266,6 +235,7 @@ def import_papers(
     """Import the micrograph panels of papers as unreviewed items; `want` ([] = the rare labels) keeps only
     panels whose caption or citing text mention one of those labels."""
     from napari_fracto.papers.dedup import Seen
+    from napari_fracto.papers.want import label_patterns, rare_labels
 
     wanted = label_patterns(task, list(want) or rare_labels(ds, task)) if want is not None else None
     seen = Seen([(p.phash, p.where) for p in item_provenance(ds).values() if p.phash])
@@ -280,8 +250,9 @@ def import_papers(
         try:
             paper = read_paper(path, cancel)
             sha = _sha256(path)
-            report = PaperReport(display_name(path), pages=paper.pages, figures=len(paper.figures),
-                                 notes=list(paper.notes))  # fmt: skip
+            report = PaperReport(
+                display_name(path), pages=paper.pages, figures=len(paper.figures), notes=list(paper.notes)
+            )
             kept = judge(paper, report, seen, wanted, sha)
         except PaperError as exc:
             if cancel is not None and cancel.is_set():

@@ -102,6 +102,12 @@ def read_jats(path: str | os.PathLike[str]) -> Paper:
         if file is None:
             paper.left_out.append((label or "a figure", f"its image file {href!r} is not beside the XML"))
             continue
-        paper.figures.append(Figure(number.group(0) if number else "?", f"{label}. {caption}".strip(". "),
-                                    _load(file), file=file.name))  # fmt: skip
+        paper.figures.append(
+            Figure(
+                number.group(0) if number else "?",
+                f"{label}. {caption}".strip(". "),
+                _load(file),
+                file=file.name,
+            )
+        )
     return paper

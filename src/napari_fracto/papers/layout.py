@@ -68,7 +68,9 @@ def blocks_of(lines: list[Line], width: float) -> list[Line]:
     """
     from napari_fracto.papers.captions import CAPTION_START, TABLE_START
 
-    ordered = sorted(lines, key=lambda ln: ({"S": 0, "L": 0, "R": 1}[_column(ln.bounds, width)], ln.bounds[1]))
+    ordered = sorted(
+        lines, key=lambda ln: ({"S": 0, "L": 0, "R": 1}[_column(ln.bounds, width)], ln.bounds[1])
+    )
     blocks: list[Line] = []
     previous: Line | None = None
     for line in ordered:

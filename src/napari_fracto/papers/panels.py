@@ -87,7 +87,8 @@ def _split(g: np.ndarray, box: tuple[int, int, int, int], min_h: int, min_w: int
 
 
 def reading_order(bounds: list[Bounds]) -> list[Bounds]:
-    """Row by row (a panel starting above the middle of the row's first panel is in that row), left to right."""
+    """Row by row (a panel starting above the middle of the row's first panel is in that row), left to
+    right."""
     rest = sorted(bounds, key=lambda b: (b[1], b[0]))
     out: list[Bounds] = []
     while rest:

@@ -23,7 +23,9 @@ MIN_IMAGE_PT = 36  # images smaller than half an inch are logos and icons
 GAP_PT = 15  # images closer than this belong to one figure
 CAPTION_REACH_PT = 90
 _DOI = re.compile(r"\b(10\.\d{4,9}/[^\s\"<>]+[^\s\"<>.,;)])")
-_LICENCE = re.compile(r"\b(CC[ -]BY(?:[ -](?:NC|ND|SA))*(?:[ -]\d\.\d)?|CC0|Creative Commons [A-Za-z -]*?Licen[cs]e)")
+_LICENCE = re.compile(
+    r"\b(CC[ -]BY(?:[ -](?:NC|ND|SA))*(?:[ -]\d\.\d)?|CC0|Creative Commons [A-Za-z -]*?Licen[cs]e)"
+)
 _LETTER = re.compile(r"^\(?([a-z])\)?$")
 
 
@@ -31,9 +33,7 @@ def _pdfium() -> Any:
     try:
         import pypdfium2
     except ImportError:
-        raise PaperError(
-            "reading PDFs needs pypdfium2: pip install 'napari-fracto[papers]'"
-        ) from None
+        raise PaperError("reading PDFs needs pypdfium2: pip install 'napari-fracto[papers]'") from None
     return pypdfium2
 
 
@@ -42,13 +42,16 @@ def open_pdf(path: Path) -> Any:
     pdfium = _pdfium()
     size = path.stat().st_size
     if size > MAX_BYTES:
-        raise PaperError(f"{path.name}: {size / 2**20:.0f} MB is over the {MAX_BYTES // 2**20} MB limit; split it")
+        raise PaperError(
+            f"{path.name}: {size / 2**20:.0f} MB is over the {MAX_BYTES // 2**20} MB limit; split it"
+        )
     try:
         doc = pdfium.PdfDocument(str(path))
     except pdfium.PdfiumError as exc:
         if "password" in str(exc).lower():
             raise PaperError(
-                f"{path.name}: the PDF is encrypted (password protected); save an unprotected copy and import that"
+                f"{path.name}: the PDF is encrypted (password protected); save an unprotected copy and "
+                "import that"
             ) from None
         raise PaperError(f"{path.name}: not a readable PDF ({exc}); is the file complete?") from None
     if len(doc) > MAX_PAGES:
@@ -68,7 +71,9 @@ def _runs(page: Any, height: float) -> list[Line]:
     runs = []
     for i in range(text.count_rects()):
         rect = text.get_rect(i)
-        content = text.get_text_bounded(*rect).replace("\x02", "-").replace("\r", " ").replace("\n", " ").strip()
+        content = (
+            text.get_text_bounded(*rect).replace("\x02", "-").replace("\r", " ").replace("\n", " ").strip()
+        )
         if content:
             runs.append(Line(_top_left(rect, height), content))
     text.close()
@@ -103,11 +108,17 @@ def _clusters(images: list[tuple[Bounds, float]]) -> list[list[tuple[Bounds, flo
 
 
 def _union(bounds: list[Bounds]) -> Bounds:
-    return (min(b[0] for b in bounds), min(b[1] for b in bounds), max(b[2] for b in bounds), max(b[3] for b in bounds))
+    return (
+        min(b[0] for b in bounds),
+        min(b[1] for b in bounds),
+        max(b[2] for b in bounds),
+        max(b[3] for b in bounds),
+    )
 
 
 def _caption_for(region: Bounds, captions: list[Line]) -> Line | None:
     """The caption just below the figure (or else just above it), overlapping it horizontally."""
+
     def overlaps(c: Line) -> bool:
         return c.bounds[0] < region[2] and region[0] < c.bounds[2]
 
@@ -130,8 +141,14 @@ def _render(page: Any, region: Bounds, scale: float, width: float, height: float
     return image, scale
 
 
-def _figure(page: Any, number: int, caption: Line, cluster: list[tuple[Bounds, float]], lines: list[Line],
-            size: tuple[float, float]) -> Figure:  # fmt: skip
+def _figure(
+    page: Any,
+    number: int,
+    caption: Line,
+    cluster: list[tuple[Bounds, float]],
+    lines: list[Line],
+    size: tuple[float, float],
+) -> Figure:
     """The figure drawn by these images, rendered whole, with its pieces and printed letters in its pixels."""
     from napari_fracto.papers.captions import caption_number
 
@@ -139,14 +156,28 @@ def _figure(page: Any, number: int, caption: Line, cluster: list[tuple[Bounds, f
     image, scale = _render(page, region, max(s for _, s in cluster), *size)
 
     def to_px(b: Bounds) -> Bounds:
-        return ((b[0] - region[0]) * scale, (b[1] - region[1]) * scale,
-                (b[2] - region[0]) * scale, (b[3] - region[1]) * scale)  # fmt: skip
+        return (
+            (b[0] - region[0]) * scale,
+            (b[1] - region[1]) * scale,
+            (b[2] - region[0]) * scale,
+            (b[3] - region[1]) * scale,
+        )
 
-    letters = [Piece(to_px(ln.bounds), m.group(1)) for ln in lines
-               if _near(ln.bounds, region, 0) and (m := _LETTER.match(ln.text.strip()))]  # fmt: skip
+    letters = [
+        Piece(to_px(ln.bounds), m.group(1))
+        for ln in lines
+        if _near(ln.bounds, region, 0) and (m := _LETTER.match(ln.text.strip()))
+    ]
     pieces = [Piece(to_px(b)) for b, _ in cluster] if len(cluster) > 1 else []
-    return Figure(caption_number(caption.text) or "?", caption.text, image, page=number, bounds=region,
-                  pieces=pieces, letters=letters)  # fmt: skip
+    return Figure(
+        caption_number(caption.text) or "?",
+        caption.text,
+        image,
+        page=number,
+        bounds=region,
+        pieces=pieces,
+        letters=letters,
+    )
 
 
 def _figures_on(page: Any, number: int, paper: Paper) -> list[Line]:
@@ -157,7 +188,9 @@ def _figures_on(page: Any, number: int, paper: Paper) -> list[Line]:
     runs = _runs(page, height)
     images = _images(page, height)
     if not runs and images and sum((b[2] - b[0]) * (b[3] - b[1]) for b, _ in images) > 0.6 * width * height:
-        paper.notes.append(f"page {number} is a scanned image without text: skipped (run OCR on the PDF first)")
+        paper.notes.append(
+            f"page {number} is a scanned image without text: skipped (run OCR on the PDF first)"
+        )
         return []
     lines = lines_of(runs)
     blocks = blocks_of(lines, width)
@@ -176,7 +209,9 @@ def _figures_on(page: Any, number: int, paper: Paper) -> list[Line]:
         paper.figures.append(_figure(page, number, captions[index], pieces_on_page, lines, (width, height)))
     for caption in captions:
         if caption not in used:
-            paper.left_out.append((f"Fig. {caption_number(caption.text)}", "a vector drawing (plot or schematic)"))
+            paper.left_out.append(
+                (f"Fig. {caption_number(caption.text)}", "a vector drawing (plot or schematic)")
+            )
     return [b for b in blocks if b not in captions and not TABLE_START.match(b.text)]
 
 
@@ -198,7 +233,9 @@ def read_pdf(path: str | os.PathLike[str], cancel: Any = None) -> Paper:
                 page.close()
         paper.paragraphs = [p for p in body if len(p) >= 40]
         if not body and len(paper.notes) == paper.pages:
-            raise PaperError(f"{path.name}: every page is a scanned image (no text layer); run OCR on it first")
+            raise PaperError(
+                f"{path.name}: every page is a scanned image (no text layer); run OCR on it first"
+            )
         text = " ".join(body[:40])
         if m := _DOI.search(text):
             paper.doi = m.group(1)

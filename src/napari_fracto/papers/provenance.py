@@ -63,7 +63,9 @@ class Provenance:
     def context(self) -> AnalysisContext:
         """What the model is told with the panel: the caption whole, the panel's part, the citing text."""
         source = self.title or self.file
-        lines = [f"From the paper {source!r}" + (f" (doi:{self.doi})" if self.doi else "") + f", {self.where}."]
+        lines = [
+            f"From the paper {source!r}" + (f" (doi:{self.doi})" if self.doi else "") + f", {self.where}."
+        ]
         lines.append(f"Figure caption: {self.caption}")
         if self.caption_part:
             lines.append(f"This panel ({self.panel}): {self.caption_part}")
@@ -104,9 +106,12 @@ def per_paper(ds: Dataset, task: str | None = None) -> dict[str, PaperInfo]:
             try:
                 report = json.loads(value)
                 papers[key[len(PAPER_KEY) :]] = PaperInfo(
-                    file=str(report["file"]), doi=str(report.get("doi", "")), licence=str(report.get("licence", "")),
-                    pages=int(report.get("pages", 0)), left_out=dict(report.get("left_out", {})),
-                )  # fmt: skip
+                    file=str(report["file"]),
+                    doi=str(report.get("doi", "")),
+                    licence=str(report.get("licence", "")),
+                    pages=int(report.get("pages", 0)),
+                    left_out=dict(report.get("left_out", {})),
+                )
             except (ValueError, TypeError, KeyError):
                 continue
     provenance = item_provenance(ds)
@@ -132,8 +137,12 @@ def format_papers(papers: dict[str, PaperInfo]) -> list[str]:
     for info in papers.values():
         status = ", ".join(f"{k} {v}" for k, v in sorted(info.statuses.items())) or "none now"
         stated = "; ".join(p for p in (f"doi:{info.doi}" if info.doi else "", info.licence) if p)
-        lines.append(f"  {info.file}: {info.items} panel(s) from {info.figures} figure(s) ({status})"
-                     + (f"; {stated}" if stated else ""))  # fmt: skip
+        lines.append(
+            f"  {info.file}: {info.items} panel(s) from {info.figures} figure(s) ({status})"
+            + (f"; {stated}" if stated else "")
+        )
         if info.left_out:
-            lines.append("    left out: " + ", ".join(f"{v} {k}" for k, v in Counter(info.left_out).most_common()))
+            lines.append(
+                "    left out: " + ", ".join(f"{v} {k}" for k, v in Counter(info.left_out).most_common())
+            )
     return lines

@@ -92,8 +92,8 @@ def schematic() -> np.ndarray:
 def photograph(seed: int = 1) -> np.ndarray:
     """A colour 'photograph' of a broken specimen: a brownish bar on a textured blue table."""
     rng = np.random.default_rng(seed)
-    img = (rng.normal(0, 12, (200, 256, 3)) + [60, 90, 160]).clip(0, 255)
-    img[70:130, 20:236] = (rng.normal(0, 10, (60, 216, 3)) + [170, 120, 70]).clip(0, 255)
+    img = (rng.normal(0, 12, (200, 256, 3)) + np.array([60, 90, 160])).clip(0, 255)
+    img[70:130, 20:236] = (rng.normal(0, 10, (60, 216, 3)) + np.array([170, 120, 70])).clip(0, 255)
     return img.astype(np.uint8)
 
 
@@ -113,27 +113,49 @@ def one_column(path: Path, tiles: list[np.ndarray]) -> None:
     p1 = _Page()
     y = p1.text(60, 50, "Fracture origins in alumina bend bars", size=13)
     y = p1.text(60, y, f"https://doi.org/{DOI}   This article is published under a CC BY 4.0 licence.")
-    y = p1.text(60, y, "The fracture origin is shown in Fig. 1a, where a pore close to the tensile surface acted "
-                       "as the initiation site of the crack in every bar we tested.")  # fmt: skip
-    y = p1.text(60, y, "Cleavage facets with river patterns cover the mirror region (Figure 1(b)), while "
-                       "intergranular facets dominate further from the origin, as Fig. 1c shows.")  # fmt: skip
+    y = p1.text(
+        60,
+        y,
+        "The fracture origin is shown in Fig. 1a, where a pore close to the tensile surface acted "
+        "as the initiation site of the crack in every bar we tested.",
+    )
+    y = p1.text(
+        60,
+        y,
+        "Cleavage facets with river patterns cover the mirror region (Figure 1(b)), while "
+        "intergranular facets dominate further from the origin, as Fig. 1c shows.",
+    )
     p1.image(60, y, 440, 140, composite(tiles[0:3], gutter=12))
     for i, letter in enumerate("abc"):
         p1.fig.text((66 + i * 151) / W, 1 - (y + 16) / H, letter, fontsize=11, color="white")
-    y = p1.text(60, y + 150, "Fig. 1. Fracture surfaces of the alumina bars. (a) Fracture origin at a pore; "
-                             "(b) cleavage facets with river patterns; (c) intergranular facets.")  # fmt: skip
-    p1.text(60, y, "Figs. 1–3 summarise the test; the specimen itself is shown in Fig. 4a and its mirror "
-                   "zone in Fig. 4b.")  # fmt: skip
+    y = p1.text(
+        60,
+        y + 150,
+        "Fig. 1. Fracture surfaces of the alumina bars. (a) Fracture origin at a pore; "
+        "(b) cleavage facets with river patterns; (c) intergranular facets.",
+    )
+    p1.text(
+        60,
+        y,
+        "Figs. 1–3 summarise the test; the specimen itself is shown in Fig. 4a and its mirror "
+        "zone in Fig. 4b.",
+    )
     p2 = _Page()
-    y = p2.text(60, 50, "The load-displacement curve (Fig. 2) is linear until failure, and the set-up is "
-                        "sketched in Fig. 3; both follow the standard test method.")  # fmt: skip
+    y = p2.text(
+        60,
+        50,
+        "The load-displacement curve (Fig. 2) is linear until failure, and the set-up is "
+        "sketched in Fig. 3; both follow the standard test method.",
+    )
     p2.plot(90, y, 380, 160)
     y = p2.text(60, y + 190, "Fig. 2. Load versus displacement of the bend test.")
     p2.image(60, y, 300, 180, schematic())
     y = p2.text(60, y + 190, "Fig. 3. Schematic of the four-point bend set-up.")
     p2.image(60, y, 210, 160, photograph())
     p2.image(276, y, 210, 160, tiles[3])
-    y = p2.text(60, y + 170, "Fig. 4. (a) Photograph of the broken specimen; (b) SEM image of the mirror zone.")
+    y = p2.text(
+        60, y + 170, "Fig. 4. (a) Photograph of the broken specimen; (b) SEM image of the mirror zone."
+    )
     y = p2.text(60, y, "Table 1. Mechanical properties of the bars.")
     p2.text(60, y, "strength 350 MPa    toughness 3.5 MPa m^0.5    modulus 380 GPa")
     _save([p1, p2], path, "Fracture origins in alumina bend bars")
@@ -149,17 +171,39 @@ def two_columns(path: Path, tiles: list[np.ndarray], reprint: np.ndarray) -> Non
     p1.image(left + 248, 70, 240, 200, tiles[5])
     p1.fig.text((left + 6) / W, 1 - 86 / H, "a", fontsize=11, color="white")
     p1.fig.text((left + 254) / W, 1 - 86 / H, "b", fontsize=11, color="white")
-    y = p1.text(left, 280, "Figure 1: Fatigue fracture surface of the spinel. (a) Fatigue striations near the "
-                           "origin; (b) dimples in the overload zone.", width=100)  # fmt: skip
-    yl = p1.text(left, y, "Striations are visible in Fig. 1a; their spacing grows with the crack length, as "
-                          "expected for fatigue.", width=col)  # fmt: skip
-    p1.text(left, yl, "Loading was cyclic at 10 Hz with a load ratio of 0.1 throughout the test programme.",
-            width=col)
-    p1.text(right, y, "The overload region (Figure 1(b)) shows dimples around small inclusions in the "
-                      "ceramic.", width=col)  # fmt: skip
+    y = p1.text(
+        left,
+        280,
+        "Figure 1: Fatigue fracture surface of the spinel. (a) Fatigue striations near the "
+        "origin; (b) dimples in the overload zone.",
+        width=100,
+    )
+    yl = p1.text(
+        left,
+        y,
+        "Striations are visible in Fig. 1a; their spacing grows with the crack length, as "
+        "expected for fatigue.",
+        width=col,
+    )
+    p1.text(
+        left,
+        yl,
+        "Loading was cyclic at 10 Hz with a load ratio of 0.1 throughout the test programme.",
+        width=col,
+    )
+    p1.text(
+        right,
+        y,
+        "The overload region (Figure 1(b)) shows dimples around small inclusions in the ceramic.",
+        width=col,
+    )
     p2 = _Page()
-    p2.text(left, 50, "As in Figs. 1–2, the origin lies at a near-surface pore in all of the specimens.",
-            width=col)
+    p2.text(
+        left,
+        50,
+        "As in Figs. 1–2, the origin lies at a near-surface pore in all of the specimens.",
+        width=col,
+    )
     p2.image(right, 50, 240, 240, reprint)
     p2.text(right, 300, "Fig. 2. The fracture origin, reprinted from the alumina study.", width=col)
     p3 = _Page()
@@ -198,7 +242,7 @@ def jats(folder: Path, tiles: list[np.ndarray]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     Image.fromarray(composite(tiles[6:8], gutter=10)).save(folder / "fig1.png")
     Image.fromarray(schematic()).save(folder / "fig2.png")
-    xml = f"""<?xml version="1.0" encoding="UTF-8"?>
+    xml = """<?xml version="1.0" encoding="UTF-8"?>
 <article xmlns:xlink="http://www.w3.org/1999/xlink" xmlns:ali="http://www.niso.org/schemas/ali/1.0/">
 <front><article-meta>
 <article-id pub-id-type="doi">10.5555/fracto.jats.7</article-id>
@@ -209,7 +253,8 @@ def jats(folder: Path, tiles: list[np.ndarray]) -> Path:
 <body><sec><title>Results</title>
 <p>Grain boundaries opened along the whole crack path (<xref ref-type="fig" rid="f1">Fig. 1a</xref>), and
 the facets are smooth.</p>
-<p>At higher magnification (<xref ref-type="fig" rid="f1">Figure 1(b)</xref>) small cleavage steps cross some grains.</p>
+<p>At higher magnification (<xref ref-type="fig" rid="f1">Figure 1(b)</xref>) small cleavage steps cross
+some grains.</p>
 <p>The specimen geometry is drawn in <xref ref-type="fig" rid="f2">Fig. 2</xref>.</p>
 <fig id="f1"><label>Figure 1</label><caption><p>Fracture surface of the magnesia. (a) Intergranular facets;
 (b) cleavage steps on a grain.</p></caption><graphic xlink:href="fig1"/></fig>
@@ -225,8 +270,13 @@ def make_corpus(out: Path, sources: list[Path]) -> dict[str, Path]:
     """Every test paper in `out`; returns them by role."""
     out.mkdir(parents=True, exist_ok=True)
     tiles = micrographs(sources)
-    files = {"one_column": out / "alumina.pdf", "two_columns": out / "spinel.pdf", "scanned": out / "scan.pdf",
-             "encrypted": out / "locked.pdf", "corrupt": out / "broken.pdf"}  # fmt: skip
+    files = {
+        "one_column": out / "alumina.pdf",
+        "two_columns": out / "spinel.pdf",
+        "scanned": out / "scan.pdf",
+        "encrypted": out / "locked.pdf",
+        "corrupt": out / "broken.pdf",
+    }
     one_column(files["one_column"], tiles)
     from PIL import Image
 
@@ -243,6 +293,9 @@ if __name__ == "__main__":
     import matplotlib
 
     matplotlib.use("Agg")
-    made = make_corpus(Path(sys.argv[1]), [Path(p) for p in sys.argv[2:]] or
-                       sorted(Path("../shared/data/fractography/ceramic-sem").glob("*.jpg")))  # fmt: skip
+    made = make_corpus(
+        Path(sys.argv[1]),
+        [Path(p) for p in sys.argv[2:]]
+        or sorted(Path("../shared/data/fractography/ceramic-sem").glob("*.jpg")),
+    )
     print("\n".join(f"{k}: {v}" for k, v in made.items()))
