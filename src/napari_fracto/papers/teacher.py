@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from napari_fracto.dataset.autolabel import AutolabelSummary
 from napari_fracto.dataset.model import Status
@@ -18,6 +18,8 @@ from napari_fracto.dataset.model import Status
 if TYPE_CHECKING:
     from napari_fracto.backends.base import Backend
     from napari_fracto.dataset import Dataset
+    from napari_fracto.dataset.model import ReviewRecord
+    from napari_fracto.findings import AnalysisResult
 
 
 def awaiting(ds: Dataset, task: str, image_ids: Iterable[str] | None = None) -> list[str]:
@@ -26,10 +28,30 @@ def awaiting(ds: Dataset, task: str, image_ids: Iterable[str] | None = None) -> 
     return [
         item.image.image_id
         for item in ds.iter_items(task=task, status=Status.UNREVIEWED)
-        if item.review is not None
-        and not item.review.has_prediction
-        and (wanted is None or item.image.image_id in wanted)
+        if awaits_answer(item.review) and (wanted is None or item.image.image_id in wanted)
     ]
+
+
+def awaits_answer(review: ReviewRecord | None) -> bool:
+    """An unreviewed review with no model answer yet: an imported item waiting for its teacher label."""
+    return review is not None and review.status is Status.UNREVIEWED and not review.has_prediction
+
+
+def answer_stored(
+    ds: Dataset,
+    image_id: str,
+    task: str,
+    backend: Backend,
+    cancel: threading.Event | None = None,
+    **changes: Any,
+) -> AnalysisResult:
+    """Ask `backend` the item's stored request (its context included), with `changes` (token budgets,
+    tiles)."""
+    from napari_fracto.analysis import run_request
+
+    review = ds.latest_review(image_id, task)
+    request = review.request.with_changes(image_id=image_id, task=task, **changes)
+    return run_request(request, ds.image_array(image_id), backend, cancel=cancel)
 
 
 def autolabel_stored(
@@ -45,8 +67,6 @@ def autolabel_stored(
     cancel: threading.Event | None = None,
 ) -> AutolabelSummary:
     """Predict every item awaiting an answer (see `awaiting`) with its stored request; failures reported."""
-    from napari_fracto.analysis import run_request
-
     todo = awaiting(ds, task, image_ids)
     summary = AutolabelSummary()
     changes = {
@@ -61,14 +81,13 @@ def autolabel_stored(
     for done, image_id in enumerate(todo, start=1):
         if cancel is not None and cancel.is_set():
             break
-        review = ds.latest_review(image_id, task)
-        request = review.request.with_changes(image_id=image_id, task=task, **changes)
+        source = ds.image(image_id).original_name or image_id[:12]
         try:
-            result = run_request(request, ds.image_array(image_id), backend, cancel=cancel)
-            ds.save_prediction(image_id, result, notes=f"teacher label of {request.source or image_id[:12]}")
+            result = answer_stored(ds, image_id, task, backend, cancel, **changes)
+            ds.save_prediction(image_id, result, notes=f"teacher label of {source}")
             summary.predicted += 1
         except (ValueError, RuntimeError, OSError) as exc:  # BackendError, ImageError, a missing file
-            summary.failures.append((request.source or image_id, str(exc)))
+            summary.failures.append((source, str(exc)))
         if progress is not None:
             progress(done, len(todo))
     return summary
