@@ -90,7 +90,8 @@ def main() -> None:
     dup = sum(p.left_out["duplicate"] for p in summary.papers)
     print(
         f"import: {import_s:.2f} s for {len(files)} files ({pages / import_s:.1f} PDF pages/s); {kept} "
-        f"panels kept ({kept / n:.2f} per paper), {left} left out ({dup} duplicates), {len(summary.failed)} refused"
+        f"panels kept ({kept / n:.2f} per paper), {left} left out ({dup} duplicates), "
+        f"{len(summary.failed)} refused"
     )
 
 
