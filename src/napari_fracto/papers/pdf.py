@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ _DOI = re.compile(r"\b(10\.\d{4,9}/[^\s\"<>]+[^\s\"<>.,;)])")
 _LICENCE = re.compile(
     r"\b(CC[ -]BY(?:[ -](?:NC|ND|SA))*(?:[ -]\d\.\d)?|CC0|Creative Commons [A-Za-z -]*?Licen[cs]e)"
 )
+_PDFIUM = threading.Lock()  # PDFium is not thread-safe: one document is read at a time in a process
 _LETTER = re.compile(r"^\(?([a-z])\)?$")
 
 
@@ -218,6 +220,11 @@ def _figures_on(page: Any, number: int, paper: Paper) -> list[Line]:
 def read_pdf(path: str | os.PathLike[str], cancel: Any = None) -> Paper:
     """Read a PDF's figures and text; a PaperError for a file that cannot be used as a whole."""
     path = Path(path)
+    with _PDFIUM:
+        return _read(path, cancel)
+
+
+def _read(path: Path, cancel: Any) -> Paper:
     doc = open_pdf(path)
     try:
         paper = Paper(path=str(path), pages=len(doc))
