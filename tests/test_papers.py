@@ -371,3 +371,19 @@ def test_paper_files_finds_pdfs_and_articles_in_folders(corpus):
     found = [p.name for p in collect.paper_files([corpus["one_column"].parent])]
     assert found == sorted(found) or set(found) >= {"alumina.pdf", "spinel.pdf", "article.xml"}
     assert {"alumina.pdf", "spinel.pdf", "article.xml", "locked.pdf"} <= set(found)
+
+
+def test_a_panel_reviewed_without_a_model_answer_keeps_its_papers_context(corpus, ds):
+    from napari_fracto.findings import Finding
+    from napari_fracto.review import QueueEntry, ReviewQueue
+
+    summary = import_papers(ds, [corpus["one_column"]], task="fracture")
+    image_id = summary.papers[0].image_ids[1]  # Fig. 1b
+    queue = ReviewQueue(ds, "fracture", [QueueEntry(image_id, "1b")], key="t", source="t")
+    session = queue.session(0, labels=["cleavage facets", "river patterns"])
+    session.add_label("river patterns")
+    record = queue.save(0, session)
+    assert record.status is Status.REVIEWED
+    assert record.corrected == (Finding("river patterns"),)
+    assert "This panel (b): cleavage facets with river patterns" in record.request.context.notes
+    assert record.context == record.request.context
