@@ -102,3 +102,26 @@ def test_run_the_model_asks_the_teacher_with_each_panels_context(make_napari_vie
         assert review.request.context == prov.context()
         (mine,) = [s for s in sent if f"{prov.where}." in s]
         assert json.dumps(prov.caption_part)[1:-1] in mine
+
+
+def test_only_rare_labels_keeps_panels_about_a_rare_label(
+    make_napari_viewer, qtbot, tmp_path, papers, monkeypatch
+):
+    import numpy as np
+    from qtpy.QtWidgets import QFileDialog
+
+    from napari_fracto.dataset import Dataset
+    from napari_fracto.findings import Finding
+
+    with Dataset.create(tmp_path / "ds") as ds:  # ten reviewed images of 'fracture mirror': no longer rare
+        for i in range(10):
+            image_id = ds.add_image(np.full((8, 8), i, np.uint8), task="fracture")
+            ds.save_review(image_id, "fracture", [Finding("fracture mirror")])
+    w = _review(make_napari_viewer, qtbot, tmp_path)
+    monkeypatch.setattr(QFileDialog, "getOpenFileNames", lambda *a, **k: ([str(papers["one_column"])], ""))
+    w.papers.rare_check.setChecked(True)
+    with qtbot.waitSignal(w.papers.finished, timeout=60_000) as blocker:
+        w.papers.add_button.click()
+    wheres = sorted(item_provenance(w.dataset)[i].where for i in blocker.args[0])
+    # Fig. 4b is only about the mirror zone (no longer rare); 1a-1c mention pores, cleavage, intergranular
+    assert wheres == ["alumina.pdf p. 1 Fig. 1a", "alumina.pdf p. 1 Fig. 1b", "alumina.pdf p. 1 Fig. 1c"]

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from qtpy.QtCore import Signal
-from qtpy.QtWidgets import QFileDialog, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QCheckBox, QFileDialog, QVBoxLayout, QWidget
 
 from napari_fracto.widgets._common import Outcome, ProgressRelay, add_run_controls, run_catching
 
@@ -35,6 +35,12 @@ class PapersSection(QWidget):
         self._relay.progress.connect(self._on_progress)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
+        self.rare_check = QCheckBox("Only panels about rare labels")
+        self.rare_check.setToolTip(
+            "Targeted collection: keep panels whose caption or citing text mention a label the dataset has "
+            "few reviewed examples of (what `dataset info` flags as rare)."
+        )
+        layout.addWidget(self.rare_check)
         run = add_run_controls(
             layout,
             "Add papers…",
@@ -56,10 +62,12 @@ class PapersSection(QWidget):
             return
         paths, _ = QFileDialog.getOpenFileNames(self, "Add papers", "", FILTER)
         if paths:
-            self.start(paths)
+            self.start(paths, want=[] if self.rare_check.isChecked() else None)
 
     def start(self, paths: Sequence[str | Path], want: Sequence[str] | None = None) -> bool:
-        """Import `paths` in a worker; False (with a message) when no dataset is open or one runs already."""
+        """Import `paths` in a worker; False (with a message) when no dataset is open or one runs already.
+
+        `want`: labels the panels must be about (`[]`: the rare ones), None: every micrograph panel."""
         from napari.qt.threading import create_worker
 
         target = self.target()
