@@ -1,4 +1,4 @@
-"""`napari-fracto dataset create|info|validate|export|import|split|autolabel|backup|doctor`.
+"""`napari-fracto dataset create|info|validate|export|import|import-papers|split|autolabel|backup|doctor`.
 
 Only argparse is imported to build the parser; each action imports what it needs when it runs.
 Exit codes: 0 ok, 1 problems found (validate) or some inputs failed, 2 the command could not run.
@@ -64,6 +64,11 @@ def add_dataset_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     p.add_argument("--images", type=Path, help="PtychoBench: folder holding the images")
     p.add_argument("--name", help="name of the dataset when it is created by this import")
 
+    from napari_fracto.papers.cli import HELP as PAPERS_HELP
+    from napari_fracto.papers.cli import add_arguments as add_papers_arguments
+
+    add_papers_arguments(action("import-papers", PAPERS_HELP))
+
     p = action("split", "deterministic multi-label stratified train/val/test split, stored")
     p.add_argument("--task")
     p.add_argument(
@@ -84,7 +89,9 @@ def add_dataset_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     )
 
     p = action("autolabel", "predict labels for images with a model; stored as unreviewed predictions")
-    p.add_argument("paths", nargs="+", type=Path, help="image files and folders")
+    p.add_argument("paths", nargs="*", type=Path,
+                   help="image files and folders; none: the dataset's unreviewed items without an answer yet "
+                        "(imported papers), each asked with its stored context")  # fmt: skip
     p.add_argument("--task", required=True)
     p.add_argument("--context-csv", type=Path, help="CSV with per-image context (file-name column)")
     p.add_argument("--file-column", default="filename", help="CSV column with the image file name")
@@ -205,6 +212,12 @@ def _import(args: argparse.Namespace) -> int:
     return 1 if summary.skipped else 0
 
 
+def _import_papers(args: argparse.Namespace) -> int:
+    from napari_fracto.papers.cli import run as import_papers
+
+    return import_papers(args)
+
+
 def _split(args: argparse.Namespace) -> int:
     from napari_fracto.dataset.split import split_dataset
 
@@ -248,20 +261,28 @@ def _autolabel(args: argparse.Namespace) -> int:
     with _open(args) as ds, progress_bar("autolabel") as progress:
         backend = make_backend(settings)
         try:
-            summary = autolabel(
-                ds,
-                args.paths,
-                task=args.task,
-                backend=backend,
-                context=context,
-                contexts=contexts,
-                part=args.part,
-                relabel=args.relabel,
-                max_image_tokens=settings.max_image_tokens,
-                max_new_tokens=settings.max_new_tokens,
-                progress=progress,
-                **options,
-            )
+            if not args.paths:
+                from napari_fracto.papers.teacher import autolabel_stored
+
+                summary = autolabel_stored(
+                    ds, task=args.task, backend=backend, tiles=options["tiles"], progress=progress,
+                    max_image_tokens=settings.max_image_tokens, max_new_tokens=settings.max_new_tokens,
+                )  # fmt: skip
+            else:
+                summary = autolabel(
+                    ds,
+                    args.paths,
+                    task=args.task,
+                    backend=backend,
+                    context=context,
+                    contexts=contexts,
+                    part=args.part,
+                    relabel=args.relabel,
+                    max_image_tokens=settings.max_image_tokens,
+                    max_new_tokens=settings.max_new_tokens,
+                    progress=progress,
+                    **options,
+                )
         finally:
             backend.close()
     for source, message in summary.failures:
@@ -301,4 +322,5 @@ _HANDLERS = {
     "import": _import,
     "split": _split,
     "autolabel": _autolabel,
+    "import-papers": _import_papers,
 }

@@ -47,6 +47,7 @@ class DatasetInfo:
     tasks: dict[str, TaskInfo]
     rare_threshold: int
     unlabelled: int = 0
+    papers: dict[str, Any] = field(default_factory=dict)  # per imported paper (papers.provenance.PaperInfo)
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -86,7 +87,14 @@ def info(ds: Dataset, *, task: str | None = None, rare: int = DEFAULT_RARE) -> D
         tasks=dict(tasks),
         rare_threshold=rare,
         unlabelled=unlabelled,
+        papers=_papers(ds, task),
     )
+
+
+def _papers(ds: Dataset, task: str | None) -> dict[str, Any]:
+    from napari_fracto.papers.provenance import per_paper
+
+    return per_paper(ds, task)
 
 
 def format_info(report: DatasetInfo) -> str:
@@ -108,6 +116,9 @@ def format_info(report: DatasetInfo) -> str:
         for label, n in t.labels.items():
             flag = f"  <- rare (< {report.rare_threshold})" if label in t.rare else ""
             lines.append(f"  {label:<32} {n['reviewed']:>8} {n['unreviewed']:>10}{flag}")
+    from napari_fracto.papers.provenance import format_papers
+
+    lines += format_papers(report.papers)
     return "\n".join(lines)
 
 

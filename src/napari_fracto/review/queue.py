@@ -252,13 +252,18 @@ class ReviewQueue:
         entry = self.entries[index]
         if session.task != self.task:
             raise QueueError(f"this review is for task {session.task!r}, the queue is {self.task!r}")
+        kwargs = session.save_kwargs(reviewer)
+        previous = self.latest_review(index)
+        if kwargs["prediction"] is None and previous is not None and not previous.request.context.is_empty():
+            # reviewed without a model answer: keep the request an import stored (a paper's caption and text)
+            kwargs.update(context=previous.request.context, request=previous.request)
         try:
             record = self.dataset.save_review(
                 entry.image_id,
                 self.task,
                 status=status,
                 vocabulary_version=vocabulary_version,
-                **session.save_kwargs(reviewer),
+                **kwargs,
             )
         except DatasetError as exc:
             raise QueueError(f"could not save the review of {entry.name}: {exc}") from None

@@ -89,6 +89,24 @@ class ReviewWidget(ReviewFormMixin, CanvasMixin, PanelMixin, QWidget):
         queue._persist()
         self._start(queue)
 
+    def papers_target(self) -> tuple[Path, str] | None:
+        """Where "Add papers…" adds panels: the open dataset, under the chosen task."""
+        if self.dataset is None or not self.task_combo.currentText():
+            return None
+        return Path(self.dataset.root), self.task_combo.currentText()
+
+    def _on_papers_added(self, image_ids: tuple[str, ...]) -> None:
+        """Panels came in from papers: queue them for review (Run the model asks with their context)."""
+        from napari_fracto.review import QueueEntry, ReviewQueue
+
+        if not image_ids or self.dataset is None:
+            return
+        entries = [QueueEntry(i, self.dataset.image(i).original_name or i[:12]) for i in image_ids]
+        task = self.task_combo.currentText()
+        queue = ReviewQueue(self.dataset, task, entries, key="papers", source="papers")
+        queue._persist()
+        self._start(queue)
+
     def queue_entries(self) -> tuple[Path, str, list[tuple[str, str]]] | None:
         """What "Run the model" works on: the dataset folder, the task and the queue's images."""
         if self.dataset is None or self.queue is None:

@@ -105,6 +105,12 @@ class ReviewFormMixin:
         layout.addWidget(hbox(self.open_folder_button, self.all_button))
         layout.addWidget(self.open_file_button)
 
+        from napari_fracto.widgets.review_papers import PapersSection
+
+        self.papers = PapersSection(self.papers_target)
+        self.papers.finished.connect(self._on_papers_added)
+        layout.addWidget(self.papers)
+
         self.predict = PredictSection(self.state, self.queue_entries)
         self.predict.finished.connect(self._on_predicted)
         layout.addWidget(self.predict)

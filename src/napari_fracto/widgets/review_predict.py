@@ -65,13 +65,14 @@ def predict_unreviewed(
     from napari_fracto.backends.base import CancelledError
     from napari_fracto.dataset import Dataset
     from napari_fracto.dataset.model import Status
+    from napari_fracto.papers.teacher import answer_stored, awaits_answer
 
     done = 0
     with Dataset.open(dataset) as ds:
         todo = []
         for image_id, name in entries:
             review = ds.latest_review(image_id, task)
-            if review is None or review.status is Status.UNLABELLED:
+            if review is None or review.status is Status.UNLABELLED or awaits_answer(review):
                 todo.append((image_id, name))
         if not todo:
             return 0
@@ -81,15 +82,17 @@ def predict_unreviewed(
             for i, (image_id, name) in enumerate(todo):
                 if cancel.is_set():
                     raise CancelledError("cancelled")
-                result = analyze_array(
-                    ds.image_array(image_id),
-                    task=task,
-                    backend=backend,
-                    max_image_tokens=settings.max_image_tokens,
-                    max_new_tokens=settings.max_new_tokens,
-                    source=name,
-                    cancel=cancel,
-                )
+                budgets = {
+                    "max_image_tokens": settings.max_image_tokens,
+                    "max_new_tokens": settings.max_new_tokens,
+                }
+                if awaits_answer(ds.latest_review(image_id, task)):  # imported with its context (papers)
+                    result = answer_stored(ds, image_id, task, backend, cancel, **budgets)
+                else:
+                    result = analyze_array(
+                        ds.image_array(image_id), task=task, backend=backend, source=name, cancel=cancel,
+                        **budgets,
+                    )  # fmt: skip
                 ds.save_prediction(image_id, result)
                 done += 1
                 progress(i + 1, len(todo), f"{i + 1} / {len(todo)} predicted ({name})")
