@@ -7,7 +7,7 @@ collection lifts most, stand out, including vocabulary labels with no example at
 from __future__ import annotations
 
 import math
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,37 +55,38 @@ class DatasetInfo:
 
 
 def info(ds: Dataset, *, task: str | None = None, rare: int = DEFAULT_RARE) -> DatasetInfo:
-    """Counts per task, status, split and label; labels with fewer than `rare` reviewed images flagged."""
-    tasks: dict[str, TaskInfo] = defaultdict(TaskInfo)
-    unlabelled = 0
-    for item in ds.iter_items(task=task):
-        if item.task is None:
-            unlabelled += 1
+    """Counts per task, status, split and label; labels with fewer than `rare` reviewed images flagged.
+
+    Read from the counts the database keeps up to date on every save (`dataset.index`), so it takes
+    the same few milliseconds at 100 images and at 100,000. An image reviewed for two tasks counts in
+    each; images per label count the current review of each image (skipped ones left out).
+    """
+    stored = ds.counts()
+    tasks: dict[str, TaskInfo] = {}
+    for name, counted in sorted(stored.tasks.items()):
+        if (task and name != task) or not counted.total:
             continue
-        t = tasks[item.task]
-        t.statuses[item.status.value] = t.statuses.get(item.status.value, 0) + 1
-        t.splits[item.image.split or "none"] = t.splits.get(item.image.split or "none", 0) + 1
-        if item.review is None or item.status is Status.SKIPPED:
-            continue
-        for label in item.labels:
-            per = t.labels.setdefault(label, {"reviewed": 0, "unreviewed": 0})
-            per[item.status.value] += 1
-        t.boxes += sum(f.box is not None for f in item.review.corrected)
-    for name, t in tasks.items():
+        t = TaskInfo(
+            statuses=dict(counted.statuses),
+            labels={k: dict(v) for k, v in counted.labels.items()},
+            boxes=counted.boxes,
+            splits=dict(counted.splits),
+        )
         vocab = _vocabulary(name)
         for label in vocab.names() if vocab else ():
             t.labels.setdefault(label, {"reviewed": 0, "unreviewed": 0})
         t.labels = dict(sorted(t.labels.items(), key=lambda kv: (-kv[1]["reviewed"], kv[0])))
         t.rare = [label for label, n in t.labels.items() if n["reviewed"] < rare]
+        tasks[name] = t
     return DatasetInfo(
         name=ds.name,
         path=str(ds.root),
         schema_version=ds.schema_version,
-        images=len(ds),
-        reviews=ds.review_count(),
-        tasks=dict(tasks),
+        images=stored.images,
+        reviews=stored.reviews,
+        tasks=tasks,
         rare_threshold=rare,
-        unlabelled=unlabelled,
+        unlabelled=0 if task else stored.untasked,
     )
 
 
