@@ -10,6 +10,7 @@ back into the review.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -89,11 +90,12 @@ class ReviewWidget(ReviewFormMixin, CanvasMixin, PanelMixin, QWidget):
         queue._persist()
         self._start(queue)
 
-    def queue_entries(self) -> tuple[Path, str, list[tuple[str, str]]] | None:
-        """What "Run the model" works on: the dataset folder, the task and the queue's images."""
+    def queue_entries(self) -> tuple[Path, str, Iterable[tuple[str, str]]] | None:
+        """What "Run the model" works on: the dataset folder, the task and the queue's images (read page
+        by page by the worker that iterates them)."""
         if self.dataset is None or self.queue is None:
             return None
-        return Path(self.dataset.root), self.queue.task, [(e.image_id, e.name) for e in self.queue.entries]
+        return Path(self.dataset.root), self.queue.task, self.queue.pairs()
 
     def _on_predicted(self, count: int) -> None:
         """New predictions are in the dataset: statuses and the unedited sessions come from there again."""
