@@ -171,11 +171,10 @@ def validate(ds: Dataset, *, check_hashes: bool = True) -> list[Problem]:
     if [r[0] for r in result] != ["ok"]:
         problems.extend(Problem(f"database: {r[0]}") for r in result)
     vocabularies: dict[str, Any] = {}
-    known: set[str] = set()
     for item in ds.iter_items():
         image = item.image
         try:
-            known.add(ds.blobs.relpath(image.image_id, image.suffix))
+            ds.blobs.relpath(image.image_id, image.suffix)  # refuses an id that is not a hash
             if check_hashes:
                 issue = ds.blobs.verify(image.image_id, image.suffix)
                 if issue:
@@ -198,14 +197,26 @@ def validate(ds: Dataset, *, check_hashes: bool = True) -> list[Problem]:
         problems.append(
             Problem(f"unfinished write left behind (safe to delete): {leftover}", severity="warning")
         )
-    if ds.blobs.root.is_dir():
-        for path in ds.blobs.root.glob("*/*"):
-            rel = f"{path.parent.name}/{path.name}"
-            if path.is_file() and not path.name.startswith(".tmp-") and rel not in known:
-                problems.append(
-                    Problem(f"image file not in the database (unused): {path}", severity="warning")
-                )
+    problems.extend(_unused_files(ds))
     return problems
+
+
+def _unused_files(ds: Dataset) -> list[Problem]:
+    """Image files no row names, one `images/<ab>/` folder at a time (memory stays flat at any size)."""
+    out: list[Problem] = []
+    if not ds.blobs.root.is_dir():
+        return out
+    for shard in sorted(p for p in ds.blobs.root.iterdir() if p.is_dir()):
+        with ds._lock:
+            rows = ds._conn.execute(
+                "SELECT image_id, suffix FROM images WHERE image_id >= ? AND image_id < ?",
+                (shard.name, shard.name + "\U0010ffff"),  # the ids starting with the folder's name
+            ).fetchall()
+        known = {f"{r[0]}{r[1]}" for r in rows}
+        for path in shard.iterdir():
+            if path.is_file() and not path.name.startswith(".tmp-") and path.name not in known:
+                out.append(Problem(f"image file not in the database (unused): {path}", severity="warning"))
+    return out
 
 
 def has_errors(problems: list[Problem]) -> bool:

@@ -145,7 +145,11 @@ class IdsOrder:
         """Read the status of every image of the sequence again (about 1 ms per 1,000 images)."""
         items: list[ItemStatus] = self.dataset.item_statuses(self.task, [e.image_id for e in self._given])
         known = {i.image_id: i for i in items}
-        self.entries = [e for e in self._given if e.image_id in known]
+        self.entries = [  # an entry without a name is named by its original file name
+            e if e.name else QueueEntry(e.image_id, known[e.image_id].name)
+            for e in self._given
+            if e.image_id in known
+        ]
         self._status = {i: status_text(item.status) for i, item in known.items()}
 
     def __len__(self) -> int:

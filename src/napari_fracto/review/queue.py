@@ -106,8 +106,7 @@ class ReviewQueue:
     ) -> ReviewQueue:
         """The dataset images `image_ids` in that order (e.g. a ranking of what to review first), each
         named by its original file name; ids not in the dataset are left out. Remembered under `key`."""
-        items = dataset.item_statuses(task, image_ids)
-        entries = [QueueEntry(i.image_id, i.name) for i in items]
+        entries = [QueueEntry(str(i), "") for i in image_ids]  # named from the dataset
         queue = cls(dataset, task, entries, key=key, source=source)
         queue._restore_position()
         queue._persist()
