@@ -303,3 +303,19 @@ def test_recount_repairs_counts_a_tool_broke(tmp_path, broken):
         with store_mod.transaction(ds._conn):
             index_mod.recount(ds._conn)
         assert index_mod.stored_counts(ds._conn) == right == recount(ds)
+
+
+def test_validate_names_unused_image_files_folder_by_folder(tmp_path):
+    from napari_fracto.dataset.tools import validate
+
+    with Dataset.create(tmp_path / "ds") as ds:
+        kept = [ds.add_image(np.full((3, 3), i, np.uint8), task="fracture") for i in range(5)]
+        stray = ds.blobs.root / kept[0][:2] / ("ab" * 32 + ".npy")  # beside a stored image
+        stray.write_bytes(b"not named by any row")
+        other = ds.blobs.root / "zz" / "left.png"  # a folder no id starts with
+        other.parent.mkdir()
+        other.write_bytes(b"x")
+        warnings = [str(p) for p in validate(ds) if p.severity == "warning"]
+        assert len(warnings) == 2
+        assert any(str(stray) in w for w in warnings)
+        assert any(str(other) in w for w in warnings)
