@@ -353,7 +353,7 @@ def test_v1_dataset_gains_the_columns_and_keeps_its_reviews(tmp_path):
     image_id = _make_v1(root)
     with Dataset.open(root) as ds:
         assert ds.migrated_from == 1
-        assert ds.schema_version == 3
+        assert ds.schema_version == store_mod.SCHEMA_VERSION
         old = ds.latest_review(image_id)
         assert old.labels == ["Blurring"]
         assert old.reviewer == "ann"
@@ -375,5 +375,5 @@ def test_v0_dataset_migrates_through_v1_to_v2(tmp_path):
     with Dataset.open(root) as ds:
         assert ds.migrated_from == 0
         versions = [r[0] for r in ds._conn.execute("SELECT version FROM schema_version ORDER BY version")]
-        assert versions == [1, 2, 3]
+        assert versions == [1, 2, 3, 4]
         assert ds.latest_review(digest).evidence == {}

@@ -184,7 +184,7 @@ def test_v2_rows_gain_the_structured_request_their_text_stood_for(tmp_path):
     conn.commit()
     conn.close()
     with Dataset.open(root) as ds:
-        assert ds.schema_version == 3
+        assert ds.schema_version == store_mod.SCHEMA_VERSION
         request = ds.latest_review("abc").request
         assert request.display == DisplayOptions(ramp=True, unwrap=False, crop=True)
         assert request.crop == Crop(4, 60, 8, 56)

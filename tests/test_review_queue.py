@@ -125,3 +125,73 @@ def test_bad_sources_say_what_to_do(tmp_path):
     with pytest.raises(QueueError, match="no 'fracture' images"):
         ReviewQueue.from_dataset(ds, "fracture")
     assert ReviewQueue.resume(ds) is None
+
+
+def _many(ds, n, task="fracture"):
+    return [ds.add_image(np.full((4, 4), i, np.uint16), task=task, name=f"im{i:03d}") for i in range(n)]
+
+
+def test_whole_dataset_queue_pages_complete_and_ordered(tmp_path):
+    from napari_fracto.review.queue import PAGE_SIZE
+
+    ds = Dataset.create(tmp_path / "ds")
+    ids = _many(ds, 2 * PAGE_SIZE + 17)
+    q = ReviewQueue.from_dataset(ds, "fracture")
+    assert len(q) == len(ids)
+    assert q.page_count == 3
+    pages = [q.page(n) for n in range(q.page_count)]
+    assert [len(p) for p in pages] == [PAGE_SIZE, PAGE_SIZE, 17]
+    assert [e.image_id for p in pages for _, e, _ in p] == ids  # every image once, in order added
+    assert [i for p in pages for i, _, _ in p] == list(range(len(ids)))
+    assert [e.name for e in q.entries[PAGE_SIZE - 1 : PAGE_SIZE + 1]] == ["im099", "im100"]
+    # saves across page boundaries: statuses, counts, next unreviewed all follow
+    for i in range(PAGE_SIZE + 5):
+        q.save(i, q.session(i))
+    q.go(PAGE_SIZE + 2)
+    assert q.next_unreviewed() == PAGE_SIZE + 5
+    assert q.status(PAGE_SIZE + 4) == "reviewed"
+    assert q.progress_text() == f"{PAGE_SIZE + 5} / {len(ids)} reviewed"
+    q.go(len(ids) - 1)
+    for i in range(PAGE_SIZE + 5, len(ids)):
+        q.skip(i, q.session(i))
+    assert q.next_unreviewed() is None
+    # another process saving meanwhile is seen after refresh
+    with Dataset.open(ds.root) as other:
+        other.save_review(ids[3], "fracture", [], status="unreviewed")
+    q.refresh()
+    assert q.status(3) == "unreviewed"
+    assert q.next_unreviewed() == 3  # wraps around to the start
+
+
+def test_whole_dataset_queue_is_remembered_without_listing_it(tmp_path):
+    root = tmp_path / "ds"
+    with Dataset.create(root) as ds:
+        _many(ds, 130)
+        q = ReviewQueue.from_dataset(ds, "fracture")
+        q.go(120)
+        saved = ds.get_meta("review_queue:dataset:fracture")
+        assert len(saved) < 200  # the order's name, not 130 entries
+    with Dataset.open(root) as ds:
+        ids = _many(ds, 135)[130:]  # images added since are part of it
+        again = ReviewQueue.resume(ds)
+        assert again is not None
+        assert (len(again), again.position) == (135, 120)
+        assert [e.image_id for e in again.entries[130:]] == ids
+
+
+def test_explicit_order_keeps_its_ranking(tmp_path):
+    ds = Dataset.create(tmp_path / "ds")
+    ids = _many(ds, 6)
+    ranking = [ids[4], ids[1], "0" * 64, ids[5]]  # e.g. most informative first; one id unknown
+    q = ReviewQueue.from_order(ds, "fracture", ranking, key="teach", source="ranked")
+    assert [e.image_id for e in q.entries] == [ids[4], ids[1], ids[5]]
+    assert [e.name for e in q.entries] == ["im004", "im001", "im005"]
+    q.save(0, q.session(0))
+    assert q.statuses() == ["reviewed", "unreviewed", "unreviewed"]
+    assert q.next_unreviewed() == 1
+    again = ReviewQueue.resume(ds)
+    assert [e.image_id for e in again.entries] == [ids[4], ids[1], ids[5]]
+    assert again.source == "ranked"
+    assert list(q.pairs()) == [(ids[4], "im004"), (ids[1], "im001"), (ids[5], "im005")]
+    whole = ReviewQueue.from_dataset(ds, "fracture")
+    assert [i for i, _ in whole.pairs()] == ids

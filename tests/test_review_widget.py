@@ -332,3 +332,47 @@ def test_an_unreadable_folder_is_reported_in_the_panel(make_napari_viewer, qtbot
     assert w.queue is None
     assert "nothing to review" in w.error_panel.text or "no image" in w.error_panel.text.lower()
     assert not w.error_panel.toggle.isVisible()  # a message for the user: no traceback to expand
+
+
+def test_whole_dataset_is_shown_a_page_at_a_time(make_napari_viewer, qtbot, tmp_path):
+    from napari_fracto.dataset import Dataset
+    from napari_fracto.review.queue import PAGE_SIZE
+
+    root = tmp_path / "ds"
+    with Dataset.create(root) as ds:
+        ids = [
+            ds.add_image(np.full((12, 16), i % 250, np.uint8), task="fracture", name=f"im{i:03d}")
+            for i in range(2 * PAGE_SIZE + 10)
+        ]
+    _, w = _widget(make_napari_viewer, qtbot, root)
+    w.task_combo.setCurrentText("fracture")
+    assert w.review_dataset()
+    pages = w.pages
+    assert pages.isVisibleTo(w)
+    assert pages.page_label.text() == f"Page 1 / 3 (images 1–100 of {len(ids)})"
+    assert len(pages.rows()) == PAGE_SIZE  # one page listed, not the whole dataset
+    assert pages.rows()[0] == ("1", "im000", "unreviewed")
+
+    # the next page is read when asked for; the image in view stays
+    pages.next_button.click()
+    assert pages.rows()[0] == ("101", "im100", "unreviewed")
+    assert w.queue.position == 0
+    # clicking an entry shows that image, and saving it updates the list
+    with qtbot.waitSignal(w.image_loaded, timeout=10_000) as loaded:
+        qtbot.mouseClick(
+            pages.table.viewport(),
+            Qt.MouseButton.LeftButton,
+            pos=pages.table.visualRect(pages.table.model().index(4, 1)).center(),
+        )
+    assert loaded.args == [104]
+    assert w.queue.current.image_id == ids[104]
+    w.save()
+    assert pages.rows()[4] == ("105", "im104", "reviewed")
+    # the last page is short; PageDown past a page boundary follows with the list
+    pages.show_page(2)
+    assert [r[1] for r in pages.rows()] == [f"im{i:03d}" for i in range(200, 210)]
+    assert not pages.next_button.isEnabled()
+    w.show_image(PAGE_SIZE - 1)
+    w.next_image()
+    assert pages.number == 1
+    assert w.image_label.text().startswith(f"{PAGE_SIZE + 1} / {len(ids)}: im100")

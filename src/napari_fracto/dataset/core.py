@@ -32,6 +32,7 @@ from napari_fracto.dataset.model import (
     check_findings,
     check_status,
 )
+from napari_fracto.dataset.pages import ItemPages
 from napari_fracto.findings import AnalysisContext, AnalysisResult, Finding
 
 if TYPE_CHECKING:
@@ -185,10 +186,11 @@ def _stored_request(request: AnalysisRequest | None, image_id: str, task: str) -
     return request.with_changes(image_id=image_id, task=task)
 
 
-class Dataset:
+class Dataset(ItemPages):
     """A corrections dataset. Open with `Dataset.create(path, name=...)` or `Dataset.open(path)`.
 
     Safe to use from several processes at once; within one process one instance may be shared by threads.
+    Large datasets are read a page at a time with the `ItemPages` methods (`item_page`, `counts`, ...).
     """
 
     def __init__(self, root: Path, conn: sqlite3.Connection) -> None:
@@ -271,7 +273,7 @@ class Dataset:
 
     @property
     def name(self) -> str:
-        return self.meta.get("name", self.root.name)
+        return self.get_meta("name") or self.root.name
 
     def set_meta(self, key: str, value: str) -> None:
         with self._lock, store.transaction(self._conn):
@@ -355,8 +357,7 @@ class Dataset:
         return [_image_from_row(r) for r in rows]
 
     def __len__(self) -> int:
-        with self._lock:
-            return int(self._conn.execute("SELECT COUNT(*) FROM images").fetchone()[0])
+        return self.counts().images
 
     def __contains__(self, image_id: object) -> bool:
         with self._lock:
@@ -515,8 +516,7 @@ class Dataset:
         return [_review_from_row(r) for r in rows]
 
     def review_count(self) -> int:
-        with self._lock:
-            return int(self._conn.execute("SELECT COUNT(*) FROM reviews").fetchone()[0])
+        return self.counts().reviews
 
     # --- items and splits -------------------------------------------------------------------------
 
@@ -525,50 +525,47 @@ class Dataset:
         task: str | None = None,
         split: str | None = None,
         status: Status | str | None = None,
+        *,
+        page: int = 500,
     ) -> Iterator[Item]:
-        """Images with their latest review (of `task`, when given), in the order they were added."""
-        sub = "SELECT MAX(review_id) FROM reviews WHERE image_id = i.image_id"
-        args: list[Any] = []
-        if task:
-            sub += " AND task = ?"
-            args.append(task)
-        cols = ", ".join(f"r.{c} AS r_{c}" for c in _REVIEW_COLUMNS)
-        sql = f"SELECT i.*, {cols} FROM images i LEFT JOIN reviews r ON r.review_id = ({sub})"
-        where = []
-        if task:
-            where.append("COALESCE(r.task, i.task) = ?")
-            args.append(task)
-        if split:
-            if split not in SPLITS:
-                raise DatasetError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
-            where.append("i.split = ?")
-            args.append(split)
-        if status is not None:
-            try:
-                status = Status(status)
-            except ValueError:
-                raise DatasetError(
-                    f"unknown status {status!r}; use one of {', '.join(s.value for s in Status)}"
-                ) from None
-            if status is Status.UNLABELLED:
-                where.append("r.review_id IS NULL")
-            else:
-                where.append("r.status = ?")
-                args.append(status.value)
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY i.rowid"
+        """Images with their latest review (of `task`, when given), in the order they were added.
+
+        Read `page` rows at a time (memory stays flat over any dataset; the lock is not held between
+        pages, so a save made meanwhile may or may not be seen, never half).
+        """
+        sql, args = _items_query(task, split, status)
+        after = 0
+        while True:
+            with self._lock:
+                rows = self._conn.execute(
+                    sql + " AND i.rowid > ? ORDER BY i.rowid LIMIT ?", [*args, after, page]
+                ).fetchall()
+            for row in rows:
+                review = _review_from_row(row, "r_") if row["r_review_id"] is not None else None
+                yield Item(_image_from_row(row), review)
+            if len(rows) < page:
+                return
+            after = int(rows[-1]["i_rowid"])
+
+    def item_splits(
+        self, task: str | None = None, split: str | None = None, status: Status | str | None = None
+    ) -> set[str | None]:
+        """The splits of the images `iter_items` would give (None for no split), without reading reviews."""
+        sql, args = _items_query(task, split, status, columns="DISTINCT i.split")
         with self._lock:
-            rows = self._conn.execute(sql, args).fetchall()
-        for row in rows:
-            review = _review_from_row(row, "r_") if row["r_review_id"] is not None else None
-            yield Item(_image_from_row(row), review)
+            return {row[0] for row in self._conn.execute(sql, args).fetchall()}
 
     def status_counts(self, task: str | None = None) -> dict[Status, int]:
-        """How many images stand where, e.g. for '37 / 120 reviewed'."""
+        """How many images of `task` (of every task, and those without one, when None) stand where,
+        e.g. for '37 / 120 reviewed': read from the counts the database keeps, not from the rows."""
         counts = dict.fromkeys(Status, 0)
-        for item in self.iter_items(task=task):
-            counts[item.status] += 1
+        stored = self.counts()
+        for name, t in stored.tasks.items():
+            if task is None or name == task:
+                for key, n in t.statuses.items():
+                    counts[Status(key)] += n
+        if task is None:
+            counts[Status.UNLABELLED] += stored.untasked
         return counts
 
     def set_split(self, image_ids: Iterable[str], split: str | None) -> None:
@@ -591,3 +588,40 @@ class Dataset:
             self._conn.executemany(
                 "UPDATE images SET split = ? WHERE image_id = ?", [(s, i) for i, s in assignments.items()]
             )
+
+
+def _items_query(
+    task: str | None, split: str | None, status: Status | str | None, columns: str = ""
+) -> tuple[str, list[Any]]:
+    """SELECT of images with their latest review (of `task`), filtered; ends in a WHERE clause."""
+    sub = "SELECT MAX(review_id) FROM reviews WHERE image_id = i.image_id"
+    args: list[Any] = []
+    if task:
+        sub += " AND task = ?"
+        args.append(task)
+    if not columns:
+        review_cols = ", ".join(f"r.{c} AS r_{c}" for c in _REVIEW_COLUMNS)
+        columns = f"i.*, i.rowid AS i_rowid, {review_cols}"
+    sql = f"SELECT {columns} FROM images i LEFT JOIN reviews r ON r.review_id = ({sub})"
+    where = ["1"]
+    if task:
+        where.append("COALESCE(r.task, i.task) = ?")
+        args.append(task)
+    if split:
+        if split not in SPLITS:
+            raise DatasetError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+        where.append("i.split = ?")
+        args.append(split)
+    if status is not None:
+        try:
+            status = Status(status)
+        except ValueError:
+            raise DatasetError(
+                f"unknown status {status!r}; use one of {', '.join(s.value for s in Status)}"
+            ) from None
+        if status is Status.UNLABELLED:
+            where.append("r.review_id IS NULL")
+        else:
+            where.append("r.status = ?")
+            args.append(status.value)
+    return sql + " WHERE " + " AND ".join(where), args

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -177,15 +178,20 @@ def refuse_invalid(ds: Dataset) -> None:
         )
 
 
-def _items(ds: Dataset, task: str | None, split: str | None, status: Status | str | None) -> list[Item]:
-    refuse_invalid(ds)
-    items = list(ds.iter_items(task=task, split=split, status=status))
-    if not items:
+def _items(
+    ds: Dataset, task: str | None, split: str | None, status: Status | str | None, *, check: bool = True
+) -> Iterator[Item]:
+    """The items to export, streamed a page at a time (memory stays flat over 100,000 reviews)."""
+    if check:
+        refuse_invalid(ds)
+    items = ds.iter_items(task=task, split=split, status=status)
+    first = next(items, None)
+    if first is None:
         raise DatasetError(
             f"nothing to export (task={task or 'any'}, split={split or 'any'}, status={status or 'any'}); "
             "check `napari-fracto dataset info`"
         )
-    return items
+    return itertools.chain([first], items)
 
 
 def model_png(ds: Dataset, item: Item, tile: int = 0, complex_part: str | None = None) -> bytes:
@@ -282,10 +288,11 @@ def _name_images(messages: list[dict[str, Any]], names: Sequence[str]) -> list[d
     ]
 
 
-def _rows(ds: Dataset, items: list[Item], complex_part: str | None) -> Iterator[dict[str, Any]]:
+def _rows(ds: Dataset, items: Iterable[Item], complex_part: str | None) -> Iterator[dict[str, Any]]:
     for item in items:
         review = item.review
-        assert review is not None  # _items with a status filter never yields unlabelled items
+        if review is None:  # an unlabelled image (status "any"): nothing to learn from
+            continue
         for pair in training_pairs(item):
             name = f"{item.image_id}{f'_t{pair.tile}' if pair.tile else ''}.png"
             yield {
@@ -329,9 +336,8 @@ def export_parquet(
     """
     import datasets
 
-    items = [i for i in _items(ds, task, split, status) if i.review is not None]
-    if not items:
-        raise DatasetError("nothing to export: only unlabelled images matched; pick a status")
+    splits = ds.item_splits(task, split, status)
+    _items(ds, task, split, status)  # validated, and something matches
     features = datasets.Features(
         {
             "image": datasets.Image(),
@@ -355,21 +361,42 @@ def export_parquet(
             "reviewed_at": datasets.Value("string"),
         }
     )
-    groups: dict[str, list[Item]] = {}
-    if all(i.image.split for i in items):
-        for i in items:
-            groups.setdefault(str(i.image.split), []).append(i)
-    else:
-        groups["data"] = items
+    groups: dict[str, str | None] = {"data": split}
+    if None not in splits:
+        groups = {str(s): str(s) for s in sorted(splits)}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {}
-    for name, group in groups.items():
-        part = datasets.Dataset.from_list(list(_rows(ds, group, complex_part)), features=features)
+    for name, part_split in groups.items():
+        items = ds.iter_items(task=task, split=part_split, status=status)
         path = out_dir / f"{name}.parquet"
-        part.to_parquet(str(path))
-        written[name] = path
+        if _write_parquet(path, _rows(ds, items, complex_part), features):
+            written[name] = path
+    if not written:
+        raise DatasetError("nothing to export: only unlabelled images matched; pick a status")
     return written
+
+
+def _write_parquet(path: Path, rows: Iterator[dict[str, Any]], features: Any, batch: int = 64) -> int:
+    """Write `rows` as a Parquet file `datasets` loads with these features, `batch` rows at a time (an
+    image dataset's row groups, and what is in memory at once); returns the rows written."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = features.arrow_schema
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    count = 0
+    try:
+        with pq.ParquetWriter(tmp, schema) as writer:
+            while chunk := list(itertools.islice(rows, batch)):
+                encoded = [features.encode_example(r) for r in chunk]
+                writer.write_table(pa.Table.from_pylist(encoded, schema=schema))
+                count += len(chunk)
+        if count:
+            os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return count
 
 
 CSV_COLUMNS = [
@@ -387,7 +414,7 @@ def export_csv(
     status: Status | str | None = Status.REVIEWED,
 ) -> int:
     """One row per corrected finding (pixel boxes); an image reviewed as having none gets one empty row."""
-    items = [i for i in _items(ds, task, split, status) if i.review is not None]
+    items = (i for i in _items(ds, task, split, status) if i.review is not None)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     rows = 0
@@ -396,7 +423,7 @@ def export_csv(
         writer.writeheader()
         for item in items:
             review = item.review
-            assert review is not None
+            assert review is not None  # unlabelled items were left out above
             base = {
                 "image_id": item.image_id,
                 "image_path": str(ds.image_path(item.image_id)),

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from napari_fracto._version import __version__
+from napari_fracto.dataset import index
 from napari_fracto.dataset.model import DatasetError, DatasetVersionError
 
 DB_NAME = "dataset.sqlite"
@@ -272,6 +273,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "0.1.0", _migrate_0_to_1),
     Migration(2, "0.1.0", _migrate_1_to_2),
     Migration(3, "0.2.0.dev0", _migrate_2_to_3),
+    Migration(4, "0.2.0.dev0", index.migrate_3_to_4),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].to_version
 

@@ -7,7 +7,7 @@ collection lifts most, stand out, including vocabulary labels with no example at
 from __future__ import annotations
 
 import math
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,37 +56,38 @@ class DatasetInfo:
 
 
 def info(ds: Dataset, *, task: str | None = None, rare: int = DEFAULT_RARE) -> DatasetInfo:
-    """Counts per task, status, split and label; labels with fewer than `rare` reviewed images flagged."""
-    tasks: dict[str, TaskInfo] = defaultdict(TaskInfo)
-    unlabelled = 0
-    for item in ds.iter_items(task=task):
-        if item.task is None:
-            unlabelled += 1
+    """Counts per task, status, split and label; labels with fewer than `rare` reviewed images flagged.
+
+    Read from the counts the database keeps up to date on every save (`dataset.index`), so it takes
+    the same few milliseconds at 100 images and at 100,000. An image reviewed for two tasks counts in
+    each; images per label count the current review of each image (skipped ones left out).
+    """
+    stored = ds.counts()
+    tasks: dict[str, TaskInfo] = {}
+    for name, counted in sorted(stored.tasks.items()):
+        if (task and name != task) or not counted.total:
             continue
-        t = tasks[item.task]
-        t.statuses[item.status.value] = t.statuses.get(item.status.value, 0) + 1
-        t.splits[item.image.split or "none"] = t.splits.get(item.image.split or "none", 0) + 1
-        if item.review is None or item.status is Status.SKIPPED:
-            continue
-        for label in item.labels:
-            per = t.labels.setdefault(label, {"reviewed": 0, "unreviewed": 0})
-            per[item.status.value] += 1
-        t.boxes += sum(f.box is not None for f in item.review.corrected)
-    for name, t in tasks.items():
+        t = TaskInfo(
+            statuses=dict(counted.statuses),
+            labels={k: dict(v) for k, v in counted.labels.items()},
+            boxes=counted.boxes,
+            splits=dict(counted.splits),
+        )
         vocab = _vocabulary(name)
         for label in vocab.names() if vocab else ():
             t.labels.setdefault(label, {"reviewed": 0, "unreviewed": 0})
         t.labels = dict(sorted(t.labels.items(), key=lambda kv: (-kv[1]["reviewed"], kv[0])))
         t.rare = [label for label, n in t.labels.items() if n["reviewed"] < rare]
+        tasks[name] = t
     return DatasetInfo(
         name=ds.name,
         path=str(ds.root),
         schema_version=ds.schema_version,
-        images=len(ds),
-        reviews=ds.review_count(),
-        tasks=dict(tasks),
+        images=stored.images,
+        reviews=stored.reviews,
+        tasks=tasks,
         rare_threshold=rare,
-        unlabelled=unlabelled,
+        unlabelled=0 if task else stored.untasked,
         papers=_papers(ds, task),
     )
 
@@ -181,11 +182,10 @@ def validate(ds: Dataset, *, check_hashes: bool = True) -> list[Problem]:
     if [r[0] for r in result] != ["ok"]:
         problems.extend(Problem(f"database: {r[0]}") for r in result)
     vocabularies: dict[str, Any] = {}
-    known: set[str] = set()
     for item in ds.iter_items():
         image = item.image
         try:
-            known.add(ds.blobs.relpath(image.image_id, image.suffix))
+            ds.blobs.relpath(image.image_id, image.suffix)  # refuses an id that is not a hash
             if check_hashes:
                 issue = ds.blobs.verify(image.image_id, image.suffix)
                 if issue:
@@ -208,14 +208,26 @@ def validate(ds: Dataset, *, check_hashes: bool = True) -> list[Problem]:
         problems.append(
             Problem(f"unfinished write left behind (safe to delete): {leftover}", severity="warning")
         )
-    if ds.blobs.root.is_dir():
-        for path in ds.blobs.root.glob("*/*"):
-            rel = f"{path.parent.name}/{path.name}"
-            if path.is_file() and not path.name.startswith(".tmp-") and rel not in known:
-                problems.append(
-                    Problem(f"image file not in the database (unused): {path}", severity="warning")
-                )
+    problems.extend(_unused_files(ds))
     return problems
+
+
+def _unused_files(ds: Dataset) -> list[Problem]:
+    """Image files no row names, one `images/<ab>/` folder at a time (memory stays flat at any size)."""
+    out: list[Problem] = []
+    if not ds.blobs.root.is_dir():
+        return out
+    for shard in sorted(p for p in ds.blobs.root.iterdir() if p.is_dir()):
+        with ds._lock:
+            rows = ds._conn.execute(
+                "SELECT image_id, suffix FROM images WHERE image_id >= ? AND image_id < ?",
+                (shard.name, shard.name + "\U0010ffff"),  # the ids starting with the folder's name
+            ).fetchall()
+        known = {f"{r[0]}{r[1]}" for r in rows}
+        for path in shard.iterdir():
+            if path.is_file() and not path.name.startswith(".tmp-") and path.name not in known:
+                out.append(Problem(f"image file not in the database (unused): {path}", severity="warning"))
+    return out
 
 
 def has_errors(problems: list[Problem]) -> bool:

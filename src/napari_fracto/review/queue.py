@@ -1,28 +1,39 @@
 """A review queue: an ordered list of dataset images with a status each (unreviewed, reviewed, skipped),
-"37 / 120 reviewed", and navigation (next, previous, next unreviewed).
+"37 / 120 reviewed", and navigation (next, previous, next unreviewed), read a page at a time.
 
 Statuses are the dataset's latest reviews, so two windows or the CLI writing to the same dataset agree.
 The queue itself (which images, in which order, where the reviewer was) is kept in the dataset's `meta`
-table, so closing napari and opening the dataset again continues where the reviewer left off.
+table, so closing napari and opening the dataset again continues where the reviewer left off. A queue
+of the whole dataset (`from_dataset`) keeps only its order's name there and reads its pages from the
+dataset's index (`review.order`), so 100,000 images open as fast as 100.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from napari_fracto.dataset.model import DatasetError, ReviewRecord, Status
+from napari_fracto.review.order import (
+    PAGE_SIZE,
+    REVIEWED,
+    SKIPPED,
+    UNREVIEWED,
+    DatasetOrder,
+    IdsOrder,
+    Order,
+    QueueEntries,
+)
 from napari_fracto.review.session import ReviewSession
 from napari_fracto.review.sources import QueueEntry, QueueError, collect
 
 if TYPE_CHECKING:
     from napari_fracto.dataset import Dataset
 
-__all__ = ["QueueEntry", "QueueError", "ReviewQueue"]
+__all__ = ["PAGE_SIZE", "QueueEntry", "QueueError", "ReviewQueue"]
 
-UNREVIEWED, REVIEWED, SKIPPED = "unreviewed", "reviewed", "skipped"
 _PREFIX = "review_queue:"
 _LAST = _PREFIX + "last"
 
@@ -37,58 +48,32 @@ def _status(review: ReviewRecord | None) -> str:
     return UNREVIEWED
 
 
-def _status_text(status: str | None) -> str:
-    if status == Status.REVIEWED.value:
-        return REVIEWED
-    if status == Status.SKIPPED.value:
-        return SKIPPED
-    return UNREVIEWED
-
-
-def _latest_statuses(dataset: Dataset, task: str) -> list[tuple[str, str | None]]:
-    """(image id, status of its latest review of `task` or None) for the task's images, in one query.
-
-    Reads the dataset's connection directly (as `dataset.tools.validate` does): the Dataset API has no
-    status-only listing, and building every review record is what made reopening a large dataset stall.
-    """
-    sql = (
-        "SELECT i.image_id, r.status FROM images i LEFT JOIN reviews r ON r.review_id = "
-        "(SELECT MAX(review_id) FROM reviews WHERE image_id = i.image_id AND task = ?) "
-        "WHERE COALESCE(r.task, i.task) = ?"
-    )
-    with dataset._lock:
-        return [(row[0], row[1]) for row in dataset._conn.execute(sql, (task, task)).fetchall()]
-
-
-def _image_ids(dataset: Dataset) -> set[str]:
-    with dataset._lock:
-        return {row[0] for row in dataset._conn.execute("SELECT image_id FROM images").fetchall()}
-
-
 class ReviewQueue:
-    """Images of one task to review, in order; open with `open`, `from_dataset` or `resume`."""
+    """Images of one task to review, in order; open with `open`, `from_dataset`, `from_order` or `resume`.
+
+    `entries` may be a sequence of `QueueEntry` (an explicit order) or an `Order` (`review.order`).
+    """
 
     def __init__(
         self,
         dataset: Dataset,
         task: str,
-        entries: Sequence[QueueEntry],
+        entries: Sequence[QueueEntry] | Order,
         *,
         key: str,
         source: str = "",
         problems: Sequence[str] = (),
     ) -> None:
-        if not entries:
+        order = entries if hasattr(entries, "next_todo") else IdsOrder(dataset, task, entries)
+        if not len(order):
             raise QueueError("nothing to review: the queue has no images")
         self.dataset = dataset
         self.task = task
-        self.entries = list(entries)
+        self.order: Order = order
         self.key = key
         self.source = source
         self.problems = list(problems)
-        self._status: dict[str, str] = {}
         self._position = 0
-        self.refresh()
 
     # ---- opening ------------------------------------------------------------------------------------
     @classmethod
@@ -103,17 +88,26 @@ class ReviewQueue:
 
     @classmethod
     def from_dataset(cls, dataset: Dataset, task: str) -> ReviewQueue:
-        """Every image of `task` in the dataset (e.g. after `napari-fracto dataset autolabel`)."""
-        entries = [
-            QueueEntry(item.image_id, item.image.original_name or item.image_id[:12])
-            for item in dataset.iter_items(task=task)
-        ]
-        if not entries:
+        """Every image of `task` in the dataset (e.g. after `napari-fracto dataset autolabel`), paged."""
+        order = DatasetOrder(dataset, task)
+        if not len(order):
             raise QueueError(
                 f"the dataset has no {task!r} images; add some with 'Open folder…' or "
                 "`napari-fracto dataset import`"
             )
-        queue = cls(dataset, task, entries, key=f"dataset:{task}")
+        queue = cls(dataset, task, order, key=f"dataset:{task}")
+        queue._restore_position()
+        queue._persist()
+        return queue
+
+    @classmethod
+    def from_order(
+        cls, dataset: Dataset, task: str, image_ids: Sequence[str], *, key: str, source: str = ""
+    ) -> ReviewQueue:
+        """The dataset images `image_ids` in that order (e.g. a ranking of what to review first), each
+        named by its original file name; ids not in the dataset are left out. Remembered under `key`."""
+        entries = [QueueEntry(str(i), "") for i in image_ids]  # named from the dataset
+        queue = cls(dataset, task, entries, key=key, source=source)
         queue._restore_position()
         queue._persist()
         return queue
@@ -121,63 +115,79 @@ class ReviewQueue:
     @classmethod
     def resume(cls, dataset: Dataset) -> ReviewQueue | None:
         """The queue last used with this dataset, or None when there is none (or it cannot be read)."""
-        meta = dataset.meta
-        key = meta.get(_LAST)
-        text = meta.get(_PREFIX + key) if key else None
+        key = dataset.get_meta(_LAST)
+        text = dataset.get_meta(_PREFIX + key) if key else None
         if not text:
             return None
         try:
             saved = json.loads(text)
-            entries = [QueueEntry(str(i), str(n)) for i, n in saved["entries"]]
-            known = _image_ids(dataset)
-            entries = [e for e in entries if e.image_id in known]
-            queue = cls(dataset, saved["task"], entries, key=key, source=saved.get("source", ""))
+            task = str(saved["task"])
+            if saved.get("order") == "dataset":
+                order: Sequence[QueueEntry] | Order = DatasetOrder(dataset, task)
+            else:
+                order = [QueueEntry(str(i), str(n)) for i, n in saved["entries"]]
+            queue = cls(dataset, task, order, key=key, source=saved.get("source", ""))
         except (ValueError, KeyError, TypeError, QueueError):
             return None
         queue._restore_position()
         return queue
 
     def _persist(self) -> None:
-        saved = {
-            "task": self.task,
-            "source": self.source,
-            "entries": [[e.image_id, e.name] for e in self.entries],
-        }
+        saved = {"task": self.task, "source": self.source, **self.order.to_saved()}
         self.dataset.set_meta(_PREFIX + self.key, json.dumps(saved, ensure_ascii=False))
         self.dataset.set_meta(_LAST, self.key)
 
     def _restore_position(self) -> None:
         try:
-            saved = int(self.dataset.meta.get(f"{_PREFIX}{self.key}:position", "0"))
+            saved = int(self.dataset.get_meta(f"{_PREFIX}{self.key}:position") or "0")
         except ValueError:
             saved = 0
         self._position = min(max(saved, 0), len(self) - 1)
 
     # ---- state --------------------------------------------------------------------------------------
     def __len__(self) -> int:
-        return len(self.entries)
+        return len(self.order)
+
+    @property
+    def entries(self) -> QueueEntries:
+        """Every entry, as a sequence read a page at a time."""
+        return QueueEntries(self.order)
+
+    def pairs(self) -> Iterator[tuple[str, str]]:
+        """(image id, name) of every entry in order, read lazily; safe to iterate in a worker thread."""
+        return self.order.pairs()
 
     def refresh(self) -> None:
-        """Re-read every status from the dataset (another window or the CLI may have saved meanwhile).
+        """Re-read statuses from the dataset (another window or the CLI may have saved meanwhile).
 
-        One query for the latest status per image, without reading the reviews themselves: a queue of
-        10,000 reviewed images refreshes in milliseconds instead of parsing every review's findings.
+        A whole-dataset queue forgets its pages (the next read is one index query); an explicit order
+        reads its images' statuses in chunks, never their reviews.
         """
-        self._status = {
-            image_id: _status_text(status) for image_id, status in _latest_statuses(self.dataset, self.task)
-        }
+        self.order.refresh()
+        self._position = min(self._position, max(len(self) - 1, 0))
+
+    def entry(self, index: int) -> QueueEntry:
+        return self.entries[index]
 
     def status(self, index: int) -> str:
-        return self._status.get(self.entries[index].image_id, UNREVIEWED)
+        rows = self.order.page(index, 1)
+        return rows[0][1] if rows else UNREVIEWED
+
+    def page(self, number: int) -> list[tuple[int, QueueEntry, str]]:
+        """Page `number` (0-based, `PAGE_SIZE` entries): (index, entry, status) for each."""
+        start = max(int(number), 0) * PAGE_SIZE
+        return [(start + i, e, s) for i, (e, s) in enumerate(self.order.page(start, PAGE_SIZE))]
+
+    @property
+    def page_count(self) -> int:
+        return max(1, -(-len(self) // PAGE_SIZE))
 
     def statuses(self) -> list[str]:
-        return [self.status(i) for i in range(len(self))]
+        """Every entry's status (reads every page: for small queues and tests)."""
+        return [s for start in range(0, len(self), PAGE_SIZE) for _, s in self.order.page(start, PAGE_SIZE)]
 
     def counts(self) -> dict[str, int]:
-        counts = dict.fromkeys((UNREVIEWED, REVIEWED, SKIPPED), 0)
-        for s in self.statuses():
-            counts[s] += 1
-        return counts
+        return self.order.counts()
 
     def progress_text(self) -> str:
         """'37 / 120 reviewed', with the skipped count when there are any."""
@@ -191,7 +201,7 @@ class ReviewQueue:
 
     @property
     def current(self) -> QueueEntry:
-        return self.entries[self._position]
+        return self.entry(self._position)
 
     def go(self, index: int) -> int:
         """Make `index` the current image (clamped) and remember it in the dataset."""
@@ -209,23 +219,19 @@ class ReviewQueue:
 
     def next_unreviewed(self, *, include_current: bool = False) -> int | None:
         """Index of the next unreviewed image after the current one (wrapping around), or None."""
-        n = len(self)
-        start = 0 if include_current else 1
-        for step in range(start, n + start):
-            i = (self._position + step) % n
-            if self.status(i) == UNREVIEWED:
-                return i
-        return None
+        if include_current and self.status(self._position) == UNREVIEWED:
+            return self._position
+        return self.order.next_todo(self._position)
 
     # ---- reviews ------------------------------------------------------------------------------------
     def latest_review(self, index: int) -> ReviewRecord | None:
-        return self.dataset.latest_review(self.entries[index].image_id, self.task)
+        return self.dataset.latest_review(self.entry(index).image_id, self.task)
 
     def session(
         self, index: int, labels: Sequence[str] = (), advice_labels: Sequence[str] = ()
     ) -> ReviewSession:
         """The review of image `index` as last saved (or its stored prediction, or empty)."""
-        entry = self.entries[index]
+        entry = self.entry(index)
         image = self.dataset.image(entry.image_id)
         size = (image.height, image.width)
         review = self.latest_review(index)
@@ -249,7 +255,7 @@ class ReviewQueue:
         vocabulary_version: str | None = None,
     ) -> ReviewRecord:
         """Append the review of image `index` to the dataset (history keeps earlier ones)."""
-        entry = self.entries[index]
+        entry = self.entry(index)
         if session.task != self.task:
             raise QueueError(f"this review is for task {session.task!r}, the queue is {self.task!r}")
         kwargs = session.save_kwargs(reviewer)
@@ -268,7 +274,7 @@ class ReviewQueue:
         except DatasetError as exc:
             raise QueueError(f"could not save the review of {entry.name}: {exc}") from None
         session.mark_saved()
-        self._status[entry.image_id] = _status(record)
+        self.order.saved(index, entry.image_id, _status(record))
         return record
 
     def skip(self, index: int, session: ReviewSession, *, reviewer: str | None = None) -> ReviewRecord:

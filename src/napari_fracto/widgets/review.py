@@ -10,6 +10,7 @@ back into the review.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -97,21 +98,19 @@ class ReviewWidget(ReviewFormMixin, CanvasMixin, PanelMixin, QWidget):
 
     def _on_papers_added(self, image_ids: tuple[str, ...]) -> None:
         """Panels came in from papers: queue them for review (Run the model asks with their context)."""
-        from napari_fracto.review import QueueEntry, ReviewQueue
+        from napari_fracto.review import ReviewQueue
 
         if not image_ids or self.dataset is None:
             return
-        entries = [QueueEntry(i, self.dataset.image(i).original_name or i[:12]) for i in image_ids]
         task = self.task_combo.currentText()
-        queue = ReviewQueue(self.dataset, task, entries, key="papers", source="papers")
-        queue._persist()
-        self._start(queue)
+        self._start(ReviewQueue.from_order(self.dataset, task, image_ids, key="papers", source="papers"))
 
-    def queue_entries(self) -> tuple[Path, str, list[tuple[str, str]]] | None:
-        """What "Run the model" works on: the dataset folder, the task and the queue's images."""
+    def queue_entries(self) -> tuple[Path, str, Iterable[tuple[str, str]]] | None:
+        """What "Run the model" works on: the dataset folder, the task and the queue's images (read page
+        by page by the worker that iterates them)."""
         if self.dataset is None or self.queue is None:
             return None
-        return Path(self.dataset.root), self.queue.task, [(e.image_id, e.name) for e in self.queue.entries]
+        return Path(self.dataset.root), self.queue.task, self.queue.pairs()
 
     def _on_predicted(self, count: int) -> None:
         """New predictions are in the dataset: statuses and the unedited sessions come from there again."""

@@ -31,6 +31,7 @@ from napari_fracto.widgets._common import (
     hbox,
     scrolling_body,
 )
+from napari_fracto.widgets.review_pages import QueuePages
 from napari_fracto.widgets.review_predict import PredictSection
 
 if TYPE_CHECKING:
@@ -121,6 +122,8 @@ class ReviewFormMixin:
         self.image_label = QLabel("")
         self.image_label.setWordWrap(True)
         layout.addWidget(self.image_label)
+        self.pages = QueuePages(self.show_image)  # one page of the queue, more on demand
+        layout.addWidget(self.pages)
 
     def _build_findings(self, layout: QVBoxLayout) -> None:
         """The findings list and the accept / reject / label controls."""

@@ -34,9 +34,11 @@ class PanelMixin:
     def _refresh(self) -> None:
         queue, session = self.queue, self.session
         if queue is None or session is None:
+            self.pages.follow(None)
             self._set_enabled()
             return
         self.progress_label.setText(queue.progress_text())
+        self.pages.follow(queue)
         entry = queue.current
         unsaved = " — unsaved changes" if session.dirty else ""
         self.image_label.setText(
