@@ -158,6 +158,8 @@ def run_request(
         parse_ok = parse_ok or parsed.ok
         if reply.extra.get("cut_off"):  # a server said the answer hit the token limit: say so beside it
             problems.append(str(reply.extra["cut_off"]))
+        if reply.extra.get("notice") and reply.extra["notice"] not in problems:  # e.g. the probe's limits
+            problems.append(str(reply.extra["notice"]))
         problems.extend(parsed.problems)
         unknown.extend(parsed.unknown_labels)
         advice_out.extend(parsed.advice)
