@@ -47,6 +47,9 @@ def add_parser(subparsers) -> None:
     p.add_argument(
         "--compare", type=Path, help="TOML/JSON file listing configurations (backend flags become defaults)"
     )
+    p.add_argument(
+        "--probe", action="store_true", help="add a row for the probe trained on the dataset's train split"
+    )
     p.add_argument("--out", type=Path, help="output folder (default: DATASET/evaluation)")
     add_backend_arguments(p)
     p.set_defaults(handler=run_eval)
@@ -57,7 +60,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
     from napari_fracto.cli import confirm_remote, settings_from_args
     from napari_fracto.dataset import Dataset, DatasetError
-    from napari_fracto.evaluation.compare import ComparisonError, expand, load_comparison
+    from napari_fracto.evaluation.compare import ComparisonError, expand, load_comparison, make_config
     from napari_fracto.evaluation.report import markdown_table, write_reports
     from napari_fracto.evaluation.runner import EvaluationError, evaluate
 
@@ -94,6 +97,8 @@ def run_eval(args: argparse.Namespace) -> int:
                 if args.max_image_tokens is not None:
                     entry["max_image_tokens"] = args.max_image_tokens
             configs = expand([entry], base)
+        if args.probe:
+            configs.append(make_config({"name": "probe (texture features)", "backend": "probe"}))
     except ComparisonError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -101,6 +101,10 @@ class EvalConfig(BaseModel):
             "complex_part": self.complex_part,
             "prompt_version": PROMPT_VERSION,
         }
+        if self.settings.kind == "probe":  # what it learnt from: new reviews make it a new configuration
+            from napari_fracto.backends.probe import training_fingerprint
+
+            data["probe_training"] = training_fingerprint(self.settings.model) if self.settings.model else ""
         if self.uses_vision_features:  # only then, so texture configurations keep their cached results
             data["example_features"] = ["vision", self.feature_model]
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
@@ -167,6 +171,9 @@ def make_config(
     backend_keys = {k: v for k, v in entry.items() if k in BackendSettings.model_fields}
     eval_keys = {k: v for k, v in entry.items() if k in _EVAL_FIELDS}
     base_data = (base or BackendSettings()).model_dump()
+    if backend_keys.get("kind") == "probe":  # no model: the probe learns from the dataset evaluated
+        backend_keys.setdefault("model", "")
+        backend_keys.setdefault("adapter", "")
     if backend_keys.get("kind") == "openai" and "model" not in backend_keys and base_data["kind"] != "openai":
         raise ComparisonError(f"{where}: an openai configuration needs `model` (the name the server serves)")
     try:

@@ -53,6 +53,7 @@ class Prediction:
     seconds: float
     raw_text: str = ""
     examples: list[str] = field(default_factory=list)  # image ids of the in-context examples
+    confidences: dict[str, float] = field(default_factory=dict)  # label -> highest confidence given
 
 
 @dataclass
@@ -62,6 +63,7 @@ class ConfigResult:
     predictions: list[Prediction] = field(default_factory=list)
     scores: Scores | None = None
     advice_scores: Scores | None = None
+    calibration: Any = None  # evaluation.calibration.Calibration, when the answers carry confidences
     asked: int = 0  # predictions made in this run (the rest came from the cache)
     cached: int = 0
     error: str = ""
@@ -194,6 +196,7 @@ def evaluate(
         raise EvaluationError("no configurations to evaluate; give backend settings or a comparison file")
     task = resolve_task(dataset, split, task)
     vocab = load_vocabulary(task)
+    configs = [_probe_of(c, dataset) for c in configs]
     items = list(dataset.iter_items(task=task, split=split, status=Status.REVIEWED))
     if not items:
         raise EvaluationError(
@@ -344,6 +347,7 @@ def _predict(
         seconds=result.seconds,
         raw_text=result.raw_text,
         examples=[c.image_id for c in chosen],
+        confidences=_confidences(result.findings),
     )
     cache.put(key, fingerprint, prediction)
     return prediction, 1, backend
@@ -391,6 +395,22 @@ def _vision_selector(selector: Any, config: EvalConfig, backend: Backend | None)
     return vision
 
 
+def _probe_of(config: EvalConfig, dataset: Dataset) -> EvalConfig:
+    """A probe row without a dataset of its own learns from the train split of the evaluated one."""
+    if config.settings.kind != "probe" or config.settings.model:
+        return config
+    settings = config.settings.model_copy(update={"model": str(dataset.root)})
+    return config.model_copy(update={"settings": settings})
+
+
+def _confidences(findings: Sequence[Any]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for f in findings:
+        if f.confidence is not None:
+            out[f.label] = max(out.get(f.label, 0.0), float(f.confidence))
+    return out
+
+
 def _make_backend(config: EvalConfig, factory: BackendFactory | None) -> Backend:
     if factory is not None:
         return factory(config.settings)
@@ -423,6 +443,9 @@ def _score(result: ConfigResult, truth: dict[str, Any], vocab: Any, *, resamples
     result.scores = score(
         outcomes, vocab.names(), exclusive=vocab.exclusive_labels, resamples=resamples, seed=seed
     )
+    from napari_fracto.evaluation.calibration import calibration, claims_of
+
+    result.calibration = calibration(claims_of(predictions, {k: v.labels for k, v in truth.items()}, vocab))
     advice_vocab = advice_vocabulary(vocab.task)
     with_advice = [p for p in predictions if truth[p.image_id].advice]
     if result.config.advice and advice_vocab is not None and with_advice:
