@@ -48,3 +48,29 @@ def test_bad_settings_are_refused():
         SelfConsistentBackend(inner, load_vocabulary("fracture"), k=1)
     with pytest.raises(ValueError, match="temperature above 0"):
         SelfConsistentBackend(inner, load_vocabulary("fracture"), temperature=0)
+
+
+def test_eval_configuration_with_samples_is_calibrated_by_agreement(tmp_path):
+    """An eval row with samples = 5 asks five times per image; its confidences are the agreement."""
+    from napari_fracto.dataset import Dataset
+    from napari_fracto.evaluation import runner
+    from napari_fracto.evaluation.compare import make_config
+    from napari_fracto.findings import Finding
+
+    answers = itertools.cycle(SAMPLES)
+    with Dataset.create(tmp_path / "ds") as ds:
+        for seed in range(3):
+            image = (np.random.default_rng(seed).random((40, 60)) * 255).astype(np.uint8)
+            image_id = ds.add_image(image, task="fracture")
+            ds.save_review(image_id, "fracture", [Finding("equiaxed dimples", None)], reviewer="t")
+            ds.set_split([image_id], "test")
+        with FakeOpenAIServer(answer=lambda body: next(answers)) as server:
+            entry = {"backend": "openai", "model": "fake-model", "base_url": server.base_url, "samples": 5}
+            config = make_config(entry)
+            assert "5 samples" in config.label
+            assert config.fingerprint() != make_config(entry | {"samples": 1}).fingerprint()
+            run = runner.evaluate(ds, [config], tmp_path / "out", resamples=0)
+            assert len(server.chat_requests()) == 15
+    (result,) = run.results
+    assert {p.confidences["equiaxed dimples"] for p in result.predictions} == {0.8}
+    assert result.calibration.n_claims == 6  # dimples (0.8) and striations (0.6) on each of 3 images

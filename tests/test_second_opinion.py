@@ -109,3 +109,36 @@ def test_a_stored_disagreement_feeds_the_queue(tmp_path):
         ranked, _ = teach_queue(ds, "fracture", probe=False)
     assert ranked[0].item_id == ids[1]
     assert any("api" in r and "disagree on: mist, secondary cracks" in r for r in ranked[0].reasons)
+
+
+def test_eval_scores_the_combination_rules_as_rows(tmp_path, capsys):
+    from napari_fracto.findings import Finding
+
+    rng = np.random.default_rng(1)
+    with Dataset.create(tmp_path / "ds") as ds:
+        for _ in range(3):
+            image_id = ds.add_image((rng.random((32, 32)) * 255).astype(np.uint8), task="fracture")
+            ds.save_review(image_id, "fracture", [Finding("equiaxed dimples", None)], reviewer="t")
+            ds.set_split([image_id], "test")
+    with FakeOpenAIServer(answer=SPECIALIST) as first, FakeOpenAIServer(answer=GENERALIST) as second:
+        compare = tmp_path / "compare.toml"
+        compare.write_text(
+            f'[[config]]\nname = "specialist"\nbackend = "openai"\nmodel = "fake-model"\n'
+            f'base_url = "{first.base_url}"\n'
+            f'[[config]]\nname = "generalist"\nbackend = "openai"\nmodel = "fake-model"\n'
+            f'base_url = "{second.base_url}"\n'
+        )
+        code = main(
+            ["eval", "--dataset", str(tmp_path / "ds"), "--compare", str(compare), "--resamples", "0",
+             "--combine", "specialist,generalist", "--out", str(tmp_path / "out")]
+        )  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    f1 = {r["config"]["name"]: r["scores"]["micro_f1"] for r in saved["results"]}
+    assert f1["specialist"] == pytest.approx(2 / 3)  # dimples right, mist wrong on each image
+    assert f1["specialist + generalist: agreement only"] == 1.0
+    assert f1["specialist with generalist veto"] == 1.0  # mist (0.6) vetoed by the generalist
+    assert f1["specialist + generalist: either"] == pytest.approx(0.5)
+    with pytest.raises(SystemExit):
+        main(["eval", "--dataset", str(tmp_path / "ds"), "--combine", "only-one"])
+    assert "--combine takes two configuration names" in capsys.readouterr().err

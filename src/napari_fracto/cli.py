@@ -195,6 +195,10 @@ def _add_analyze_parser(subparsers) -> None:
         help="TOML/JSON with a second configuration's backend settings (a comparison entry's keys), asked "
         "beside the first; both are recorded, with per-label agreement",
     )
+    p.add_argument(
+        "--samples", type=int, default=1, help="self-consistency: ask K times, agreement is the confidence"
+    )
+    p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature of --samples (0.7)")
     add_backend_arguments(p)
     p.set_defaults(handler=_run_analyze)
 
@@ -249,6 +253,15 @@ def _run_analyze(args: argparse.Namespace) -> int:
     try:
         options = request_options(args)
         examples = _example_chooser(args, context, settings.max_image_tokens, backend)
+        if args.samples > 1:
+            from napari_fracto.consistency import SelfConsistentBackend
+            from napari_fracto.prepare import vocabularies
+            from napari_fracto.request import AnalysisRequest
+
+            vocab, advice = vocabularies(AnalysisRequest(task=args.task, advice=bool(args.advice)))
+            backend = SelfConsistentBackend(
+                backend, vocab, k=args.samples, temperature=args.temperature, advice_vocab=advice
+            )
         if args.second_opinion:
             from napari_fracto.second_opinion import paired_backend
 

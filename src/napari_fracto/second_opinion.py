@@ -151,3 +151,51 @@ def paired_backend(backend: Backend, path: str | Path, confirm: Any) -> SecondOp
     if not confirm(config.settings):
         raise ComparisonError(f"{path}: the second opinion's server was not allowed to receive the images")
     return SecondOpinionBackend(backend, make_backend(config.settings), second_name=config.label)
+
+
+ROW_NAMES = {
+    "agreement": "{s} + {g}: agreement only",
+    "either": "{s} + {g}: either",
+    "veto": "{s} with {g} veto",
+}
+
+
+def combination_results(results: Sequence[Any], specialist: str, generalist: str) -> list[Any]:
+    """Eval rows (unscored `ConfigResult`s) of each rule over two evaluated configurations, by name."""
+    from napari_fracto.evaluation.compare import EvalConfig
+    from napari_fracto.evaluation.runner import ConfigResult, EvaluationError, Prediction
+
+    by_name = {r.config.label: r for r in results}
+    missing = [n for n in (specialist, generalist) if n not in by_name]
+    if missing:
+        raise EvaluationError(
+            f"cannot combine: no configuration named {', '.join(map(repr, missing))}; "
+            f"the configurations are {', '.join(map(repr, by_name))}"
+        )
+    spec = {p.image_id: p for p in by_name[specialist].predictions}
+    gen = {p.image_id: p for p in by_name[generalist].predictions}
+    rows = []
+    for rule in RULES:
+        name = ROW_NAMES[rule].format(s=specialist, g=generalist)
+        row = ConfigResult(EvalConfig(name=name), fingerprint="")
+        for image_id in [i for i in spec if i in gen]:
+            a, b = spec[image_id], gen[image_id]
+            labels = combine(rule, _opinion(a), _opinion(b))
+            row.predictions.append(
+                Prediction(
+                    image_id=image_id,
+                    labels=labels,
+                    advice=[],
+                    parse_ok=(a.parse_ok or b.parse_ok) if rule == "either" else a.parse_ok,
+                    seconds=max(a.seconds, b.seconds),  # asked at once
+                    raw_text="",
+                )
+            )
+        rows.append(row)
+    return rows
+
+
+def _opinion(prediction: Any) -> dict[str, float | None]:
+    if not prediction.parse_ok:
+        return {}
+    return {label: prediction.confidences.get(label) for label in prediction.labels}

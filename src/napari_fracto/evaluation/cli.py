@@ -19,6 +19,13 @@ def _shots(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(str(exc).replace("Shots must be", "--shots takes", 1)) from None
 
 
+def _pair(text: str) -> tuple[str, str]:
+    names = tuple(n.strip() for n in text.split(",", 1))
+    if len(names) != 2 or not all(names):
+        raise argparse.ArgumentTypeError(f"--combine takes two configuration names, A,B (got {text!r})")
+    return names  # type: ignore[return-value]
+
+
 def add_parser(subparsers) -> None:
     """Add the `eval` sub-command (its handler imports the heavy parts when it runs)."""
     from napari_fracto.cli import add_backend_arguments, add_example_feature_arguments, add_request_arguments
@@ -49,6 +56,12 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument(
         "--probe", action="store_true", help="add a row for the probe trained on the dataset's train split"
+    )
+    p.add_argument(
+        "--combine",
+        metavar="SPECIALIST,GENERALIST",
+        type=_pair,
+        help="add rows combining two configurations' labels: agreement only, either, specialist with veto",
     )
     p.add_argument("--out", type=Path, help="output folder (default: DATASET/evaluation)")
     add_backend_arguments(p)
@@ -127,6 +140,7 @@ def run_eval(args: argparse.Namespace) -> int:
                 resamples=args.resamples,
                 seed=args.seed,
                 progress=progress,
+                combine=args.combine,
             )
     except (DatasetError, EvaluationError, ValueError) as exc:
         bar.close()

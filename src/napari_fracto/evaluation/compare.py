@@ -47,6 +47,8 @@ _EVAL_FIELDS = {
     "tiles",
     "display",
     "complex_part",
+    "samples",
+    "temperature",
 }
 
 
@@ -72,6 +74,9 @@ class EvalConfig(BaseModel):
     tiles: int | None = Field(None, ge=1, le=8)
     display: dict[str, bool] | None = None  # {"ramp": ..., "unwrap": ..., "crop": ...}; {} for none
     complex_part: Literal["phase", "amplitude"] | None = None
+    # Self-consistency: ask `samples` times at `temperature`; agreement is the confidence (consistency.py).
+    samples: int = Field(1, ge=1, le=32)
+    temperature: float = Field(0.7, gt=0, le=2)
 
     @property
     def label(self) -> str:
@@ -101,6 +106,8 @@ class EvalConfig(BaseModel):
             "complex_part": self.complex_part,
             "prompt_version": PROMPT_VERSION,
         }
+        if self.samples > 1:  # only then, so configurations asked once keep their cached results
+            data["self_consistency"] = [self.samples, self.temperature]
         if self.settings.kind == "probe":  # what it learnt from: new reviews make it a new configuration
             from napari_fracto.backends.probe import training_fingerprint
 
@@ -132,6 +139,8 @@ def default_name(config: EvalConfig) -> str:
     parts.append(f"{config.shots}-shot" + (f" {config.select}" if config.shots else ""))
     if config.uses_vision_features:
         parts.append("vision features")
+    if config.samples > 1:
+        parts.append(f"{config.samples} samples")
     if not config.context:
         parts.append("no context")
     if config.advice:

@@ -181,12 +181,14 @@ def evaluate(
     seed: int = 0,
     cancel: threading.Event | None = None,
     progress: Progress | None = None,
+    combine: tuple[str, str] | None = None,
 ) -> EvalRun:
     """Run every configuration on the reviewed images of `split` and score each against the corrections.
 
     A backend error stops that configuration (its message is kept in `ConfigResult.error`; what was
     done is cached, so a re-run resumes); an unreadable image is skipped for all. Cancelling raises
-    `CancelledError` after caching what was finished.
+    `CancelledError` after caching what was finished. `combine` = (specialist, generalist) names adds
+    rows for the combination rules of `second_opinion.combine`.
     """
     from napari_fracto.dataset import Status
     from napari_fracto.icl import ExampleSelector, FeatureCache
@@ -284,6 +286,10 @@ def evaluate(
     kept = [i for i in items if i.image_id not in run.skipped]
     run.image_ids = [i.image_id for i in kept]
     truth = {i.image_id: i.review for i in kept}
+    if combine:  # rows of simple rules over a specialist's and a generalist's labels (second_opinion.py)
+        from napari_fracto.second_opinion import combination_results
+
+        run.results += combination_results(run.results, *combine)
     for result in run.results:
         _score(result, truth, vocab, resamples=resamples, seed=seed)
     return run
@@ -336,6 +342,15 @@ def _predict(
         array = dataset.image_array(item.image_id)
     if backend is None:
         backend = _make_backend(config, backend_factory)
+    from napari_fracto.consistency import SelfConsistentBackend
+
+    if config.samples > 1 and not isinstance(backend, SelfConsistentBackend):
+        from napari_fracto.vocabulary import advice_vocabulary
+
+        advice = advice_vocabulary(vocab.task) if config.advice else None
+        backend = SelfConsistentBackend(
+            backend, vocab, k=config.samples, temperature=config.temperature, advice_vocab=advice
+        )
     result = run_request(
         request, array, backend, examples=examples, evidence=False, cancel=cancel, vocab=vocab
     )
