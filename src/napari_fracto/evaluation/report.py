@@ -27,8 +27,8 @@ COLUMNS = (
     "latency mean (s)",
     "latency median (s)",
     "advice micro-F1",
-    "ECE",
     "new / cached",
+    "ECE",  # expected calibration error, where answers carry confidences (evaluation/calibration.py)
 )
 CHART_METRICS = (("micro_f1", "micro-F1"), ("macro_f1", "macro-F1"), ("set_precision", "set precision"))
 
