@@ -142,3 +142,15 @@ def test_eval_scores_the_combination_rules_as_rows(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["eval", "--dataset", str(tmp_path / "ds"), "--combine", "only-one"])
     assert "--combine takes two configuration names" in capsys.readouterr().err
+
+
+def test_a_failing_second_opinion_keeps_the_first_answer_and_says_why():
+    from napari_fracto.testing.scripted import failing_backend
+
+    backend = SecondOpinionBackend(ScriptedBackend(SPECIALIST), failing_backend(), second_name="api")
+    image = np.arange(32 * 32, dtype=np.uint16).reshape(32, 32)
+    result = analyze_array(image, task="fracture", backend=backend)
+    assert result.labels == ["equiaxed dimples", "mist"]
+    opinion = result.evidence["second_opinion"]
+    assert "refused the connection" in opinion["error"]
+    assert opinion["agreement"] == {}

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from napari_fracto.backends.base import Backend, VLMReply, VLMRequest
+from napari_fracto.backends.base import Backend, BackendError, CancelledError, VLMReply, VLMRequest
 
 KEY = "second_opinion"
 VETO_BELOW = 0.8
@@ -47,10 +47,15 @@ class SecondOpinionBackend:
         except BaseException:
             other.cancel()
             raise
-        second = other.result()  # a failure of the second opinion is a failure of the analysis: say so
-        reply.extra = dict(reply.extra) | {
-            KEY: {"source": self.second_name, "text": second.text, "seconds": second.seconds}
-        }
+        opinion: dict[str, Any] = {"source": self.second_name}
+        try:
+            second = other.result()
+            opinion |= {"text": second.text, "seconds": second.seconds}
+        except CancelledError:
+            raise
+        except BackendError as exc:  # the first answer stands; the record says why the second is missing
+            opinion |= {"text": "", "error": str(exc)}
+        reply.extra = dict(reply.extra) | {KEY: opinion}
         return reply
 
     def close(self) -> None:
@@ -67,6 +72,7 @@ def record(
 
     labels: dict[str, float | None] = {}
     texts = []
+    errors = [str(r["error"]) for r in replies if r.get("error")]
     for reply in replies:
         texts.append(str(reply.get("text", "")))
         for f in parse_response(texts[-1], vocab).findings:
@@ -77,13 +83,17 @@ def record(
         else ("first only" if label in first_labels else "second only")
         for label in dict.fromkeys([*first_labels, *labels])
     }  # fmt: skip
-    return {
+    out = {
         "source": str(replies[0].get("source", "")) if replies else "",
         "labels": labels,
         "text": "\n\n".join(texts),
         "agreement": agreement,
         "seconds": float(sum(float(r.get("seconds", 0.0)) for r in replies)),
     }
+    if errors:  # no agreement is claimed where the second opinion never answered
+        out["error"] = "; ".join(dict.fromkeys(errors))
+        out["agreement"] = {}
+    return out
 
 
 def disagreements(stored: Mapping[str, Any]) -> list[str]:

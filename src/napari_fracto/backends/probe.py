@@ -169,7 +169,8 @@ class ProbeTrainer:
                 except (ValueError, OSError):  # an unreadable image teaches nothing; the rest still do
                     continue
                 targets.append(target_labels(item.labels, vocab))
-            model = ProbeModel.fit(np.array(rows).reshape(len(rows), -1), targets, vocab)
+            X = np.stack(rows) if rows else np.empty((0, 0))  # none readable: fit says what to do
+            model = ProbeModel.fit(X, targets, vocab)
             self._models[task] = (key, model)
             return model
 

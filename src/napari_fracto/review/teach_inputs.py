@@ -50,11 +50,11 @@ def stored_opinions(item: Item, vocab: Any) -> dict[str, dict[str, float | None]
         old = opinion.get(label)
         conf = finding.confidence
         opinion[label] = conf if old is None else max(old, conf if conf is not None else old)
-    for label in target_labels([], vocab) if not opinion else ():  # "nothing found" names the exclusive label
-        opinion[label] = None
+    if not opinion:  # "nothing found" is the opinion "the exclusive label" (e.g. No obvious artifacts)
+        opinion = dict.fromkeys(target_labels([], vocab))
     out = {source_name(review.backend, review.model): opinion}
     second = review.evidence.get(SECOND_OPINION_KEY) if isinstance(review.evidence, dict) else None
-    if isinstance(second, dict) and isinstance(second.get("labels"), dict):
+    if isinstance(second, dict) and isinstance(second.get("labels"), dict) and not second.get("error"):
         labels = {
             str(k): (float(v) if isinstance(v, int | float) else None) for k, v in second["labels"].items()
         }
