@@ -143,6 +143,7 @@ def run_request(
     advice_out: list[str] = []
     problems: list[str] = list(model_input.problems)
     texts: list[str] = []
+    second: list[dict[str, Any]] = []  # a second opinion's answers (second_opinion.SecondOpinionBackend)
     parse_ok = False
     for index, tile in enumerate(tiles):
         if cancel is not None and cancel.is_set():
@@ -158,6 +159,10 @@ def run_request(
         parse_ok = parse_ok or parsed.ok
         if reply.extra.get("cut_off"):  # a server said the answer hit the token limit: say so beside it
             problems.append(str(reply.extra["cut_off"]))
+        if "second_opinion" in reply.extra:
+            second.append(reply.extra["second_opinion"])
+        if reply.extra.get("notice") and reply.extra["notice"] not in problems:  # e.g. the probe's limits
+            problems.append(str(reply.extra["notice"]))
         problems.extend(parsed.problems)
         unknown.extend(parsed.unknown_labels)
         advice_out.extend(parsed.advice)
@@ -182,6 +187,11 @@ def run_request(
         measured = evidence_record(model_input.evidence_input, geometry, labels)
     if request.recon_settings:
         measured["reconstruction_settings"] = request.recon_settings
+    if second:
+        from napari_fracto.second_opinion import record
+
+        firsts = {f.label: f.confidence for f in findings}
+        measured["second_opinion"] = record(firsts, second, vocab)
     return AnalysisResult(
         task=vocab.task,
         findings=findings,

@@ -23,7 +23,9 @@ from napari_fracto.settings import BackendSettings, load_settings
 def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags shared by every sub-command that talks to a model; unset flags fall back to saved settings."""
     group = parser.add_argument_group("backend (defaults: the settings saved by the Analyze widget)")
-    group.add_argument("--backend", choices=["transformers", "openai"], help="local model or a server")
+    group.add_argument(
+        "--backend", choices=["transformers", "openai", "probe"], help="local model, a server, or the probe"
+    )
     group.add_argument("--model", help="hub id or local directory (transformers); served model name (openai)")
     group.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
     group.add_argument("--adapter", help="LoRA adapter directory (transformers) or served LoRA name (vLLM)")
@@ -186,6 +188,17 @@ def _add_analyze_parser(subparsers) -> None:
         "--select", choices=["similar", "random"], default="similar", help="how examples are chosen"
     )
     add_example_feature_arguments(p)
+    p.add_argument(
+        "--second-opinion",
+        type=Path,
+        metavar="CONFIG",
+        help="TOML/JSON with a second configuration's backend settings (a comparison entry's keys), asked "
+        "beside the first; both are recorded, with per-label agreement",
+    )
+    p.add_argument(
+        "--samples", type=int, default=1, help="self-consistency: ask K times, agreement is the confidence"
+    )
+    p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature of --samples (0.7)")
     add_backend_arguments(p)
     p.set_defaults(handler=_run_analyze)
 
@@ -240,6 +253,21 @@ def _run_analyze(args: argparse.Namespace) -> int:
     try:
         options = request_options(args)
         examples = _example_chooser(args, context, settings.max_image_tokens, backend)
+        if args.samples > 1:
+            from napari_fracto.consistency import SelfConsistentBackend
+            from napari_fracto.prepare import vocabularies
+            from napari_fracto.request import AnalysisRequest
+
+            vocab, advice = vocabularies(AnalysisRequest(task=args.task, advice=bool(args.advice)))
+            backend = SelfConsistentBackend(
+                backend, vocab, k=args.samples, temperature=args.temperature, advice_vocab=advice
+            )
+        if args.second_opinion:
+            from napari_fracto.second_opinion import paired_backend
+
+            backend = paired_backend(
+                backend, args.second_opinion, lambda s: confirm_remote(s, args.allow_remote)
+            )
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -268,6 +296,11 @@ def _run_analyze(args: argparse.Namespace) -> int:
     if args.out is None and args.csv is None:
         for result in summary.results:
             labels = ", ".join(result.labels) or "(nothing found)"
+            second = result.evidence.get("second_opinion")
+            if second:
+                from napari_fracto.second_opinion import disagreements
+
+                labels += f"\tsecond opinion disagrees on: {', '.join(disagreements(second)) or 'nothing'}"
             print(f"{result.source}\t{labels}")
     uncropped = [r.source for r in summary.results if "not cropped" in r.preprocessing]
     if args.crop_scanned and uncropped:

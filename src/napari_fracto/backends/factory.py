@@ -21,6 +21,10 @@ def make_backend(settings: BackendSettings, api_key: str | None = None) -> Backe
             quantization=settings.quantization,
             constrained=settings.constrained_decoding,
         )
+    if settings.kind == "probe":  # a classifier trained on the reviews of the dataset folder `model`
+        from napari_fracto.backends.probe import ProbeBackend
+
+        return ProbeBackend(settings.model)
     from napari_fracto.backends.openai_backend import OpenAIBackend
 
     return OpenAIBackend(

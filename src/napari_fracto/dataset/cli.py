@@ -1,4 +1,5 @@
-"""`napari-fracto dataset create|info|validate|export|import|import-papers|split|autolabel|backup|doctor`.
+"""`napari-fracto dataset create|info|validate|export|import|import-papers|split|autolabel|backup|doctor|
+queue`.
 
 Only argparse is imported to build the parser; each action imports what it needs when it runs.
 Exit codes: 0 ok, 1 problems found (validate) or some inputs failed, 2 the command could not run.
@@ -100,6 +101,9 @@ def add_dataset_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     add_request_arguments(p)
     add_backend_arguments(p)
 
+    from napari_fracto.review.queue_cli import add_queue_action
+
+    add_queue_action(action)
     parser.set_defaults(handler=run)
     return parser
 
@@ -312,6 +316,12 @@ def _doctor(args: argparse.Namespace) -> int:
     return 1 if report.problems else 0
 
 
+def _queue(args: argparse.Namespace) -> int:
+    from napari_fracto.review.queue_cli import run_queue
+
+    return run_queue(args)
+
+
 _HANDLERS = {
     "backup": _backup,
     "doctor": _doctor,
@@ -323,4 +333,5 @@ _HANDLERS = {
     "split": _split,
     "autolabel": _autolabel,
     "import-papers": _import_papers,
+    "queue": _queue,
 }

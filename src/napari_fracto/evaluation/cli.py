@@ -19,6 +19,13 @@ def _shots(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(str(exc).replace("Shots must be", "--shots takes", 1)) from None
 
 
+def _pair(text: str) -> tuple[str, str]:
+    names = tuple(n.strip() for n in text.split(",", 1))
+    if len(names) != 2 or not all(names):
+        raise argparse.ArgumentTypeError(f"--combine takes two configuration names, A,B (got {text!r})")
+    return names  # type: ignore[return-value]
+
+
 def add_parser(subparsers) -> None:
     """Add the `eval` sub-command (its handler imports the heavy parts when it runs)."""
     from napari_fracto.cli import add_backend_arguments, add_example_feature_arguments, add_request_arguments
@@ -62,6 +69,15 @@ def add_parser(subparsers) -> None:
     p.add_argument(
         "--compare", type=Path, help="TOML/JSON file listing configurations (backend flags become defaults)"
     )
+    p.add_argument(
+        "--probe", action="store_true", help="add a row for the probe trained on the dataset's train split"
+    )
+    p.add_argument(
+        "--combine",
+        metavar="SPECIALIST,GENERALIST",
+        type=_pair,
+        help="add rows combining two configurations' labels: agreement only, either, specialist with veto",
+    )
     p.add_argument("--out", type=Path, help="output folder (default: DATASET/evaluation)")
     add_backend_arguments(p)
     p.set_defaults(handler=run_eval)
@@ -72,7 +88,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
     from napari_fracto.cli import confirm_remote, settings_from_args
     from napari_fracto.dataset import Dataset, DatasetError
-    from napari_fracto.evaluation.compare import ComparisonError, expand, load_comparison
+    from napari_fracto.evaluation.compare import ComparisonError, expand, load_comparison, make_config
     from napari_fracto.evaluation.report import markdown_table, write_reports
     from napari_fracto.evaluation.runner import EvaluationError, evaluate
 
@@ -123,6 +139,8 @@ def run_eval(args: argparse.Namespace) -> int:
                 if args.max_image_tokens is not None:
                     entry["max_image_tokens"] = args.max_image_tokens
             configs = expand([entry], base)
+        if args.probe:
+            configs.append(make_config({"name": "probe (texture features)", "backend": "probe"}))
     except ComparisonError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -152,6 +170,7 @@ def run_eval(args: argparse.Namespace) -> int:
                 seed=args.seed,
                 scoring=scoring,
                 progress=progress,
+                combine=args.combine,
             )
     except (DatasetError, EvaluationError, ValueError) as exc:
         bar.close()

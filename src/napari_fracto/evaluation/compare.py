@@ -47,6 +47,8 @@ _EVAL_FIELDS = {
     "tiles",
     "display",
     "complex_part",
+    "samples",
+    "temperature",
 }
 
 
@@ -72,6 +74,9 @@ class EvalConfig(BaseModel):
     tiles: int | None = Field(None, ge=1, le=8)
     display: dict[str, bool] | None = None  # {"ramp": ..., "unwrap": ..., "crop": ...}; {} for none
     complex_part: Literal["phase", "amplitude"] | None = None
+    # Self-consistency: ask `samples` times at `temperature`; agreement is the confidence (consistency.py).
+    samples: int = Field(1, ge=1, le=32)
+    temperature: float = Field(0.7, gt=0, le=2)
 
     @property
     def label(self) -> str:
@@ -101,6 +106,12 @@ class EvalConfig(BaseModel):
             "complex_part": self.complex_part,
             "prompt_version": PROMPT_VERSION,
         }
+        if self.samples > 1:  # only then, so configurations asked once keep their cached results
+            data["self_consistency"] = [self.samples, self.temperature]
+        if self.settings.kind == "probe":  # what it learnt from: new reviews make it a new configuration
+            from napari_fracto.backends.probe import training_fingerprint
+
+            data["probe_training"] = training_fingerprint(self.settings.model) if self.settings.model else ""
         if self.uses_vision_features:  # only then, so texture configurations keep their cached results
             data["example_features"] = ["vision", self.feature_model]
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
@@ -128,6 +139,8 @@ def default_name(config: EvalConfig) -> str:
     parts.append(f"{config.shots}-shot" + (f" {config.select}" if config.shots else ""))
     if config.uses_vision_features:
         parts.append("vision features")
+    if config.samples > 1:
+        parts.append(f"{config.samples} samples")
     if not config.context:
         parts.append("no context")
     if config.advice:
@@ -167,6 +180,9 @@ def make_config(
     backend_keys = {k: v for k, v in entry.items() if k in BackendSettings.model_fields}
     eval_keys = {k: v for k, v in entry.items() if k in _EVAL_FIELDS}
     base_data = (base or BackendSettings()).model_dump()
+    if backend_keys.get("kind") == "probe":  # no model: the probe learns from the dataset evaluated
+        backend_keys.setdefault("model", "")
+        backend_keys.setdefault("adapter", "")
     if backend_keys.get("kind") == "openai" and "model" not in backend_keys and base_data["kind"] != "openai":
         raise ComparisonError(f"{where}: an openai configuration needs `model` (the name the server serves)")
     try:

@@ -29,6 +29,7 @@ COLUMNS = (
     "latency median (s)",
     "advice micro-F1",
     "new / cached",
+    "ECE",  # expected calibration error, where answers carry confidences (evaluation/calibration.py)
 )
 CHART_METRICS = (("micro_f1", "micro-F1"), ("macro_f1", "macro-F1"), ("set_precision", "set precision"))
 
@@ -65,6 +66,7 @@ def table_rows(run: EvalRun) -> list[dict[str, str]]:
                 "latency mean (s)": _fmt(s.latency_mean, 2) if s else "–",
                 "latency median (s)": _fmt(s.latency_median, 2) if s else "–",
                 "advice micro-F1": _with_ci(r.advice_scores, "micro_f1"),
+                "ECE": _fmt(r.calibration.ece) if r.calibration else "–",
                 "new / cached": f"{r.asked} / {r.cached}",
             }
         )
@@ -120,6 +122,7 @@ def to_json(run: EvalRun) -> dict[str, Any]:
                 "cached": r.cached,
                 "scores": r.scores.to_dict() if r.scores else None,
                 "advice_scores": r.advice_scores.to_dict() if r.advice_scores else None,
+                "calibration": r.calibration.to_dict() if r.calibration else None,
                 "predictions": [
                     {
                         "image_id": p.image_id,
@@ -257,4 +260,9 @@ def write_reports(run: EvalRun, out_dir: str | Path) -> dict[str, Path]:
     atomic_write_text(paths["markdown"], markdown_table(run))
     paths["csv"], paths["per_label_csv"] = write_csv(run, out)
     paths["chart"] = write_chart(run, out / "chart.png")
+    from napari_fracto.evaluation.calibration import write_reliability
+
+    reliability = write_reliability(run.results, out / "reliability.png")
+    if reliability is not None:
+        paths["reliability"] = reliability
     return paths

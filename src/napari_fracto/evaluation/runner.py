@@ -58,6 +58,7 @@ class Prediction:
     # (the parser drops it from `labels` for display), so contradictions are scored and counted.
     given: list[str] | None = None  # None: same as labels / advice
     given_advice: list[str] | None = None
+    confidences: dict[str, float] = field(default_factory=dict)  # label -> highest confidence given
 
 
 @dataclass
@@ -67,6 +68,7 @@ class ConfigResult:
     predictions: list[Prediction] = field(default_factory=list)
     scores: Scores | None = None
     advice_scores: Scores | None = None
+    calibration: Any = None  # evaluation.calibration.Calibration, when the answers carry confidences
     asked: int = 0  # predictions made in this run (the rest came from the cache)
     cached: int = 0
     error: str = ""
@@ -191,6 +193,7 @@ def evaluate(
     scoring: str = "default",
     cancel: threading.Event | None = None,
     progress: Progress | None = None,
+    combine: tuple[str, str] | None = None,
 ) -> EvalRun:
     """Run every configuration on the reviewed images of `split` and score each against the corrections.
 
@@ -199,7 +202,8 @@ def evaluate(
 
     A backend error stops that configuration (its message is kept in `ConfigResult.error`; what was
     done is cached, so a re-run resumes); an unreadable image is skipped for all. Cancelling raises
-    `CancelledError` after caching what was finished.
+    `CancelledError` after caching what was finished. `combine` = (specialist, generalist) names adds
+    rows for the combination rules of `second_opinion.combine`.
     """
     from napari_fracto.dataset import Status
     from napari_fracto.icl import ExampleSelector, FeatureCache
@@ -211,6 +215,7 @@ def evaluate(
         raise EvaluationError(f"unknown scoring {scoring!r}; choose one of {', '.join(RULES)}")
     task = resolve_task(dataset, split, task)
     vocab = load_vocabulary(task)
+    configs = [_probe_of(c, dataset) for c in configs]
     items = list(dataset.iter_items(task=task, split=split, status=Status.REVIEWED))
     if not items:
         raise EvaluationError(
@@ -300,7 +305,12 @@ def evaluate(
     kept = [i for i in items if i.image_id not in run.skipped]
     run.image_ids = [i.image_id for i in kept]
     run.truth = truth_of(kept, vocab)
+    if combine:  # rows of simple rules over a specialist's and a generalist's labels (second_opinion.py)
+        from napari_fracto.second_opinion import combination_results
+
+        run.results += combination_results(run.results, *combine)
     score_run(run, vocab, RULES[scoring], resamples=resamples, seed=seed)
+    _calibrate(run, vocab)
     return run
 
 
@@ -351,6 +361,16 @@ def _predict(
         array = dataset.image_array(item.image_id)
     if backend is None:
         backend = _make_backend(config, backend_factory)
+    from napari_fracto.consistency import SelfConsistentBackend
+
+    if config.samples > 1 and not isinstance(backend, SelfConsistentBackend):
+        from napari_fracto.vocabulary import advice_vocabulary
+
+        advice = advice_vocabulary(vocab.task) if config.advice else None
+        backend = SelfConsistentBackend(
+            backend, vocab, k=config.samples, temperature=config.temperature, advice_vocab=advice
+        )
+
     recorder = ReplyRecorder(backend)
     result = run_request(
         request, array, recorder, examples=examples, evidence=False, cancel=cancel, vocab=vocab
@@ -366,6 +386,7 @@ def _predict(
         examples=[c.image_id for c in chosen],
         given=given,
         given_advice=given_advice,
+        confidences=_confidences(result.findings),
     )
     cache.put(key, fingerprint, prediction)
     return prediction, 1, backend
@@ -413,9 +434,36 @@ def _vision_selector(selector: Any, config: EvalConfig, backend: Backend | None)
     return vision
 
 
+def _probe_of(config: EvalConfig, dataset: Dataset) -> EvalConfig:
+    """A probe row without a dataset of its own learns from the train split of the evaluated one."""
+    if config.settings.kind != "probe" or config.settings.model:
+        return config
+    settings = config.settings.model_copy(update={"model": str(dataset.root)})
+    return config.model_copy(update={"settings": settings})
+
+
+def _confidences(findings: Sequence[Any]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for f in findings:
+        if f.confidence is not None:
+            out[f.label] = max(out.get(f.label, 0.0), float(f.confidence))
+    return out
+
+
 def _make_backend(config: EvalConfig, factory: BackendFactory | None) -> Backend:
     if factory is not None:
         return factory(config.settings)
     from napari_fracto.backends.factory import make_backend
 
     return make_backend(config.settings)
+
+
+def _calibrate(run: EvalRun, vocab: Any) -> None:
+    """How well each configuration's confidences match how often it is right (ECE, reliability)."""
+    from napari_fracto.evaluation.calibration import calibration, claims_of
+
+    truth = {image_id: t["labels"] for image_id, t in run.truth.items()}
+    for result in run.results:
+        predictions = [p for p in result.predictions if p.image_id in truth]
+        if predictions:
+            result.calibration = calibration(claims_of(predictions, truth, vocab))
