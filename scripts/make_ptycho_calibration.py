@@ -2,11 +2,11 @@
 
 Each case simulates far-field data from a known object with one factor changed and reconstructs it with
 Pty-chi's LSQML on the CPU (the same simulation as ``make_ptycho_samples.py``, whose helpers it uses).
-The five variants of each cause differ in object (scikit-image images as amplitude and phase), probe size
-(32-56 px), scan step, scan type (Fermat spiral, jittered or perfect raster) and buffer shape (square and
-non-square). The whole reconstruction buffer is kept, unlit rim included, with the probe centres in its
-pixels: the evidence is measured the way a user's raw buffer would be (cropped to the scanned region from
-the positions, or not at all when they are withheld).
+The five variants of each cause differ in object (scikit-image images as amplitude and phase), probe
+size (32-56 px), scan step, scan type (Fermat spiral, raster with each point anywhere in its cell, or
+perfect raster) and buffer shape (square and non-square). The whole reconstruction buffer is kept,
+unlit rim included, with the probe centres in its pixels: the evidence is measured the way a user's raw
+buffer would be (cropped to the scanned region from the positions, or not at all when they are withheld).
 
 Output per case ``<name>.npz`` (``objectGuess``, ``probeGuess``, ``xcoords``/``ycoords``, ``pixel_size_m``,
 ``scan_step_px``) and ``manifest.json`` (cause, PtychoBench labels, parameters). Run in the Pty-chi
@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import make_ptycho_samples as samples  # noqa: E402
+import make_ptycho_samples as samples
 
 PIXEL_SIZE_M = samples.PIXEL_SIZE_M
 
@@ -39,7 +39,7 @@ PIXEL_SIZE_M = samples.PIXEL_SIZE_M
 OBJECTS = [
     ("camera", "astronaut"),
     ("moon", "coins"),
-    ("brick", "text"),
+    ("grass", "text"),
     ("clock", "horse"),
     ("gravel", "page"),
 ]
@@ -138,13 +138,20 @@ def truth_object(case: CalCase, shape: tuple[int, int]) -> np.ndarray:
     """Amplitude 0.6-1.0 and phase 0-phase_max rad from two images, plus the case's phase ramp."""
     amp = 0.6 + 0.4 * _gray(case.amplitude_image, shape)
     phase = case.phase_max * _gray(case.phase_image, shape)
-    if case.ramp_rad:
-        yy, xx = np.indices(shape, dtype=np.float64)
-        angle = 0.3 + 0.25 * case.seed  # direction varies with the case
-        gy, gx = np.sin(angle), np.cos(angle)
-        span = abs(gy) * case.field_px[0] + abs(gx) * case.field_px[1]
-        phase = phase + case.ramp_rad * (gy * yy + gx * xx) / span
     return (amp * np.exp(1j * phase)).astype(np.complex64)
+
+
+def phase_ramp(case: CalCase, shape: tuple[int, int]) -> np.ndarray:
+    """The linear phase (rad) a ramp case leaves in the reconstruction: `ramp_rad` across the field.
+
+    Added to the reconstructed object, not to the truth: with the probe refined, a ramp in the truth
+    ends up in the probe (the object-probe ambiguity), and the case would show no ramp at all.
+    """
+    yy, xx = np.indices(shape, dtype=np.float64)
+    angle = 0.3 + 0.25 * case.seed  # direction varies with the case
+    gy, gx = np.sin(angle), np.cos(angle)
+    span = abs(gy) * case.field_px[0] + abs(gx) * case.field_px[1]
+    return case.ramp_rad * (gy * yy + gx * xx) / span
 
 
 def nominal_positions(case: CalCase, rng: np.random.Generator) -> np.ndarray:
@@ -153,7 +160,7 @@ def nominal_positions(case: CalCase, rng: np.random.Generator) -> np.ndarray:
     scan = samples.Case(case.name, case.cause, case.labels, scan=kind, step=case.step)
     pos = samples.scan_positions(scan, case.field_px, rng)
     if case.scan == "jittered":  # a raster broken up on purpose, with the offsets known
-        pos = pos + rng.uniform(-0.2, 0.2, pos.shape).astype(np.float32) * case.step
+        pos = pos + rng.uniform(-0.5, 0.5, pos.shape).astype(np.float32) * case.step  # anywhere in its cell
     return pos.astype(np.float32)
 
 
@@ -178,6 +185,8 @@ def make_case(case: CalCase, out_dir: Path) -> dict:
         seed=case.seed,
     )
     result = samples.reconstruct(recon, patterns, probe_guess, nominal, object_shape=shape)
+    if case.ramp_rad:
+        result["object"] = result["object"] * np.exp(1j * phase_ramp(case, shape))
     centres = nominal + (np.round(np.array(shape) / 2.0) - 0.5)  # Pty-chi's origin convention
     out_dir.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(
