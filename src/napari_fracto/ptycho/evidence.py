@@ -50,8 +50,10 @@ class EvidenceThresholds:
     grid_ratio_clear: float = 4.7
     ramp_across_field_rad: float = 5.5  # rad across the field; the gap on the set is 2.3-5.5
     ramp_across_field_clear_rad: float = 1.0
-    contrast_rad: float = 0.34  # low contrast at or below (weak phase objects of 0.6 rad read 0.39)
-    contrast_clear_rad: float = 0.48
+    # low contrast: the object's smoothed phase range in noise sigmas, at or below; relative, so weak phase
+    # objects (0.6-0.8 rad) that stand well above their noise are not low (the absolute range would be)
+    contrast_to_noise: float = 6.7
+    contrast_to_noise_clear: float = 27.0
     residue_fraction: float = 0.0065
     residue_fraction_clear: float = 0.0002
 
@@ -97,7 +99,7 @@ class Evidence:
             out.add(GRID)
         if self.ramp_across_field_rad >= t.ramp_across_field_rad:
             out.add(RAMP)
-        if self.contrast_rad <= t.contrast_rad:
+        if self.contrast_to_noise <= t.contrast_to_noise:
             out.add(LOW_CONTRAST)
         if self.residue_fraction >= t.residue_fraction:
             out.add(SINGULARITY)
@@ -112,7 +114,7 @@ class Evidence:
             out.add(GRID)
         if self.ramp_across_field_rad < t.ramp_across_field_clear_rad:
             out.add(RAMP)
-        if self.contrast_rad > t.contrast_clear_rad:
+        if self.contrast_to_noise > t.contrast_to_noise_clear:
             out.add(LOW_CONTRAST)
         if self.residue_fraction < t.residue_fraction_clear:
             out.add(SINGULARITY)
@@ -146,8 +148,8 @@ class Evidence:
             )
         if label == LOW_CONTRAST:
             return (
-                f"the phase range (2nd-98th percentile) is {self.contrast_rad:.2f} rad "
-                f"(low from {t.contrast_rad:.2f} rad and below)"
+                f"the object's phase signal is {self.signal_rad:.2f} rad, {self.contrast_to_noise:.1f}x its "
+                f"{self.noise_rad:.3f} rad noise (low from {t.contrast_to_noise:.1f}x and below)"
             )
         if label == SINGULARITY:
             return (

@@ -146,7 +146,13 @@ def grid_peak(components: dict[str, np.ndarray], step: float | None) -> tuple[fl
             if axis_peak_ratio(p, period / 2, rings, weakest=True) < HARMONIC_RATIO:
                 continue
             # the largest confirmed period is the fundamental (a raster's harmonics confirm each other)
-            longer = best[0] is not None and period > best[0] * 1.3 and ratio >= 0.3 * best[1]
+            multiple = period / best[0] if best[0] else 0.0
+            harmonic_of_this = multiple > 1.5 and abs(multiple - round(multiple)) < 0.08
+            longer = (
+                best[0] is not None
+                and period > best[0] * 1.3
+                and (harmonic_of_this or ratio >= 0.3 * best[1])
+            )
             if best[0] is None or longer or (period >= best[0] * 0.8 and ratio > best[1]):
                 best = (float(period), ratio, name)
     period, ratio, name = best
@@ -155,4 +161,7 @@ def grid_peak(components: dict[str, np.ndarray], step: float | None) -> tuple[fl
     refined = _refine_period(spectra[name], period, rings)
     if not 0.8 * period <= refined <= 1.25 * period:
         refined = period
-    return refined, axis_peak_ratio(spectra[name], refined, rings), name, "searched"
+    ratio = axis_peak_ratio(spectra[name], refined, rings)
+    if ratio < HARMONIC_RATIO:  # the peak does not survive a closer look: still unknown
+        return None, 0.0, "phase", "unknown"
+    return refined, ratio, name, "searched"
