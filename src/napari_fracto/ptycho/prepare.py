@@ -216,7 +216,8 @@ def evidence_lines(record: dict[str, Any]) -> list[str]:
         (
             LOW_CONTRAST,
             f"contrast: {record.get('signal_rad', 0.0):.2f} rad signal, "
-            f"{record.get('contrast_to_noise', 0.0):.1f}x the noise (flag at {t.get('contrast_to_noise', float('nan')):.1f}x or less)",
+            f"{record.get('contrast_to_noise', 0.0):.1f}x the noise "
+            f"(flag at {t.get('contrast_to_noise', float('nan')):.1f}x or less)",
         ),
         (
             SINGULARITY,
