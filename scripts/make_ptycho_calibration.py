@@ -216,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--causes", nargs="*", choices=sorted(CAUSES), help="default: all")
     parser.add_argument("--variants", nargs="*", type=int, choices=range(5), help="default: all five")
+    parser.add_argument("--cases", nargs="*", choices=sorted(CASES), help="these cases only (e.g. grid_1)")
     args = parser.parse_args(argv)
 
     samples.check_environment()
@@ -233,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         if (args.causes and cause not in args.causes) or (
             args.variants and int(variant) not in args.variants
         ):
+            continue
+        if args.cases and name not in args.cases:
             continue
         entry = make_case(case, args.out)
         manifest["cases"][name] = entry
