@@ -109,18 +109,18 @@ def prepare_image(
     arr = np.asarray(plane)
     if options is None:
         return Prepared(arr, (0, 0), "", arr)
-    if arr.dtype.kind in "iub" and (options.ramp or options.unwrap):
-        raise ValueError(
-            f"The image holds {arr.dtype} values, not phase in radians: removing a ramp or unwrapping would "
-            "take the counts as radians. Save the phase as float radians (value x rad-per-count), or switch "
-            "off Remove phase ramp and Unwrap phase for this image."
-        )
     if part not in ("phase", "amplitude"):
         raise ValueError(f"part must be 'phase' or 'amplitude', got {part!r}")
     if arr.ndim != 2:
         raise ValueError(
             f"The ptychography display options (remove ramp, unwrap, crop) need one 2-D phase or complex "
             f"object plane, got shape {arr.shape}; switch them off for this image."
+        )
+    if arr.dtype.kind in "iub" and (options.ramp or options.unwrap):
+        raise ValueError(
+            f"The image holds {arr.dtype} values, not phase in radians: removing a ramp or unwrapping would "
+            "take the counts as radians. Save the phase as float radians (value x rad-per-count), or switch "
+            "off Remove phase ramp and Unwrap phase for this image."
         )
     geometry = geometry or ScanGeometry()
     positions = geometry.positions_px if geometry.can_crop and region is None else None
