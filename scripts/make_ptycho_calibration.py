@@ -65,7 +65,7 @@ class CalCase:
     step: float = 8.0
     dose: float = 1e6
     jitter_px: float = 0.0  # uncorrected position error, rms
-    epochs: int = 30
+    epochs: int = 80  # the raster pathology needs them to develop (30 showed it in one raster of five)
     optimize_probe: bool = True
     probe_guess_defocus: float = 1.2
     phase_max: float = 1.0
