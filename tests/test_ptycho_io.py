@@ -273,9 +273,15 @@ def test_ptychodus_cxi_product_opens_with_pixel_size_and_positions(tmp_path, ext
     else:  # no stored centre: centred on the scan like Ptychodus does, the positions still kept
         assert product.positions_in_pixels() is not None
         assert product.positions_in_pixels()[2] == pytest.approx([47.5, 31.5])
-    names = {kwargs["name"]: kind for _, kwargs, kind in product_layers(product)}
-    assert names["toy product scan positions"] == "points"
-    assert names["toy product probe amplitude"] == "image"
+    from napari_fracto.io.readers import napari_get_reader
+
+    reader = napari_get_reader(str(path))  # what File > Open does with it
+    assert reader is not None
+    names = {kwargs["name"]: (data, kind) for data, kwargs, kind in reader(str(path))}
+    assert names["toy product scan positions"][1] == "points"
+    assert len(names["toy product scan positions"][0]) == 3
+    assert names["toy product phase"][0].shape == (64, 96)
+    assert names["toy product probe amplitude"][0].shape == (56, 56)
 
 
 def test_cxi_images_are_chosen_by_what_they_say_not_their_number(tmp_path):
