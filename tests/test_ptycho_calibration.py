@@ -73,7 +73,7 @@ def subset(tmp_path_factory):
             "no Pty-chi environment: set NAPARI_FRACTO_PTYCHI_PYTHON (see scripts/make_ptycho_samples.py)"
         )
     out = tmp_path_factory.mktemp("calibration")
-    names = ["clean_1", "grid_1", "ramp_2", "thick_0", "underconv_2"]
+    names = ["clean_1", "grid_1", "ramp_2", "thick_1", "underconv_2"]
     done = subprocess.run(
         [python, str(SCRIPTS / "make_ptycho_calibration.py"), "--out", str(out), "--cases", *names],
         capture_output=True,
@@ -119,7 +119,7 @@ def test_raster_grid_is_flagged_at_its_step(subset):
 def test_ramp_thick_and_under_converged_cases_get_their_flags(subset):
     for name, label in (
         ("ramp_2", "Phase ramp"),
-        ("thick_0", "Singularity artifacts"),
+        ("thick_1", "Singularity artifacts"),
         ("underconv_2", "Low contrast"),
     ):
         with_positions, raw = _verdicts(subset[name])

@@ -190,7 +190,7 @@ def evidence_lines(record: dict[str, Any]) -> list[str]:
         return []
     if "unavailable" in record:
         return [str(record["unavailable"])]
-    from napari_fracto.ptycho.evidence import GRID, LOW_CONTRAST, RAMP, SINGULARITY
+    from napari_fracto.ptycho.evidence import BLUR, GRID, LOW_CONTRAST, RAMP, SINGULARITY
 
     t = record.get("thresholds", {})
     flags = set(record.get("flags", ()))
@@ -225,7 +225,11 @@ def evidence_lines(record: dict[str, Any]) -> list[str]:
             f"(flag from {100 * t.get('residue_fraction', float('nan')):.2f} %)",
         ),
         ("", f"noise: {record['noise_rad']:.4f} rad (not judged)"),
-        ("", f"fine detail: {record.get('detail', 0.0):.3f} (blur, not judged)"),
+        (
+            BLUR,
+            f"fine detail: {record.get('detail', 0.0):.3f} (blurring flagged at "
+            f"{t.get('detail', float('nan')):.3f} or less)",
+        ),
         ("", f"amplitude-phase cross-talk: {record.get('crosstalk', 0.0):.2f} (halos, not judged)"),
     ]
     return [f"{'⚑ ' if label in flags else ''}{text}" for label, text in rows]
