@@ -193,21 +193,25 @@ def zone_plate_probe(n: int, defocus: float) -> np.ndarray:
     return (probe / np.abs(probe).max()).astype(np.complex64)
 
 
-def scan_positions(case: Case, field_px: float, rng: np.random.Generator) -> np.ndarray:
-    """Probe centres (y, x) in pixels around the object centre: a Fermat spiral or a regular raster."""
-    half = field_px / 2
+def scan_positions(case: Case, field_px: float | tuple[float, float], rng: np.random.Generator) -> np.ndarray:
+    """Probe centres (y, x) in pixels around the object centre: a Fermat spiral or a regular raster.
+
+    `field_px` is the scanned field's side, or its (height, width) for a rectangular field.
+    """
+    half_y, half_x = (np.asarray(field_px, dtype=np.float64) * np.ones(2) / 2).tolist()
     if case.scan == "raster":
-        axis = np.arange(-half, half + 1e-6, case.step)
-        yy, xx = np.meshgrid(axis, axis, indexing="ij")
+        rows = np.arange(-half_y, half_y + 1e-6, case.step)
+        cols = np.arange(-half_x, half_x + 1e-6, case.step)
+        yy, xx = np.meshgrid(rows, cols, indexing="ij")
         pos = np.stack([yy.ravel(), xx.ravel()], axis=1)
     else:
         # Fermat spiral, one point per step**2 of area
-        n = int(np.pi * (half * np.sqrt(2)) ** 2 / case.step**2)
+        n = int(np.pi * (half_y**2 + half_x**2) / case.step**2)
         k = np.arange(n)
         radius = case.step / np.sqrt(np.pi) * np.sqrt(k + 0.5)
         theta = k * np.pi * (3 - np.sqrt(5))
         pos = np.stack([radius * np.sin(theta), radius * np.cos(theta)], axis=1)
-        pos = pos[(np.abs(pos) <= half).all(axis=1)]
+        pos = pos[(np.abs(pos[:, 0]) <= half_y) & (np.abs(pos[:, 1]) <= half_x)]
     return pos.astype(np.float32)
 
 
@@ -226,7 +230,13 @@ def simulate(case: Case, obj: np.ndarray, probe: np.ndarray, true_pos: np.ndarra
     return np.random.default_rng(seed).poisson(intensity).astype(np.float32)
 
 
-def reconstruct(case: Case, patterns: np.ndarray, probe_guess: np.ndarray, positions: np.ndarray) -> dict:
+def reconstruct(
+    case: Case,
+    patterns: np.ndarray,
+    probe_guess: np.ndarray,
+    positions: np.ndarray,
+    object_shape: tuple[int, int] = (OBJECT_SIZE, OBJECT_SIZE),
+) -> dict:
     """LSQML from a flat object and a wrong-defocus probe guess; returns object, probe, loss."""
     import torch
     from ptychi import api
@@ -244,7 +254,7 @@ def reconstruct(case: Case, patterns: np.ndarray, probe_guess: np.ndarray, posit
     task = PtychographyTask(
         options,
         diffraction_data=patterns,
-        object_data=torch.ones((1, OBJECT_SIZE, OBJECT_SIZE), dtype=torch.complex64),
+        object_data=torch.ones((1, *object_shape), dtype=torch.complex64),
         probe_data=torch.from_numpy(probe_guess[None, None]),
         probe_position_x_px=positions[:, 1],
         probe_position_y_px=positions[:, 0],

@@ -490,7 +490,10 @@ def test_grid_sample_shows_evidence_a_disagreement_and_the_advice(setup, qtbot):
     assert widget.advice_label.text() == "Suggested fixes:\n• No changes needed"
     assert not widget.evidence_section.isHidden()
     evidence = widget.evidence_label.text()
-    assert "⚑ grid peak at 8 px: 28.1x background (amplitude; flag from 20x)" in evidence
+    from napari_fracto.ptycho import EvidenceThresholds
+
+    flag_from = EvidenceThresholds().grid_ratio
+    assert f"⚑ grid peak at 8 px: 28.1x background (amplitude; flag from {flag_from:.0f}x)" in evidence
     assert "⚑" not in evidence.replace("⚑ grid", "")  # only the grid is past its threshold
     assert "Reconstruction settings given: LSQML, 40 epochs, regular raster scan" in evidence
     disagreement = widget.disagreement_label.text()

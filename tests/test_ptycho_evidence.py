@@ -80,10 +80,9 @@ def test_other_measures_follow_the_known_causes():
     clean = measure_evidence(_load("a_baseline")[0])
     under = measure_evidence(_load("f_under_converged")[0])
     thick = measure_evidence(_load("h_phase_wrap_thick")[0])
-    assert "Noisy artifacts" in low_dose.flags()
-    assert low_dose.noise_rad > 2 * clean.noise_rad
-    assert "Low contrast" in under.flags()
-    assert "Singularity artifacts" in thick.flags()
+    assert low_dose.noise_rad > 2 * clean.noise_rad  # measured; noise is not flagged (left to the model)
+    assert under.contrast_rad < 0.6 * clean.contrast_rad  # lower, but above the calibrated 0.34 rad
+    # 0.26 % residues: far above the clean case, under the calibrated 0.65 % (low-dose noise reaches 1.3 %)
     assert thick.residue_fraction > 100 * clean.residue_fraction + 1e-4
 
 
@@ -165,7 +164,9 @@ def _ratio_with_full_masks(power: np.ndarray, period: float) -> float:
 
 @pytest.mark.parametrize("shape", [(96, 96), (80, 112)])
 def test_ring_ratio_from_the_sorted_grid_equals_the_full_mask(shape):
-    from napari_fracto.ptycho.evidence import _axis_peak_ratio, _power_spectrum, _Rings
+    from napari_fracto.ptycho.measures_grid import Rings as _Rings
+    from napari_fracto.ptycho.measures_grid import axis_peak_ratio as _axis_peak_ratio
+    from napari_fracto.ptycho.measures_grid import power_spectrum as _power_spectrum
 
     rng = np.random.default_rng(3)
     xx = np.indices(shape)[1]
@@ -180,10 +181,9 @@ def test_step_search_finds_the_grid_on_a_large_object_without_positions():
     """A 1024 x 1024 object with no scan positions: the step is searched (its speed: benchmarks/)."""
     rng = np.random.default_rng(0)
     yy, xx = np.indices((1024, 1024))
-    phase = rng.normal(0, 0.05, (1024, 1024)) + 0.05 * (
-        np.cos(2 * np.pi * yy / 8) + np.cos(2 * np.pi * xx / 8)
-    )
+    lattice = ((yy % 8) < 2) & ((xx % 8) < 2)  # a raster's imprint: a lattice, so harmonics too
+    phase = rng.normal(0, 0.05, (1024, 1024)) + 0.2 * lattice
     ev = measure_evidence(np.exp(1j * phase).astype(np.complex64))
     assert ev.step_source == "searched"
-    assert ev.grid_period_px == pytest.approx(8.0, abs=0.1)  # searched on the bins size / k
+    assert ev.grid_period_px == pytest.approx(8.0, abs=0.1)
     assert "Grid artifacts" in ev.flags()

@@ -210,3 +210,97 @@ def test_unrecognised_files_give_clear_errors(tmp_path):
         read_npy(real)
     with pytest.raises(PtychoFormatError, match="object"):
         PtychoProduct(object=np.zeros(5, dtype=np.complex64))
+
+
+def _write_ptychodus_cxi(path, obj, probe, positions_xy_m, pixel_m, centre_m, *, extension=True):
+    """A CXI product in Ptychodus' layout (its plugins/cxi_file.py): probe in image_1 with axes
+    'coherent:incoherent:y:x', object in image_2 with axes 'layer:y:x', geometry in /entry_1/ptychodus."""
+    with h5py.File(path, "w") as f:
+        f["cxi_version"] = 160
+        f["entry_1/title"] = "toy product"
+        translation = np.column_stack([positions_xy_m, np.zeros(len(positions_xy_m))])
+        f["entry_1/sample_1/geometry_1/translation"] = translation
+        f["entry_1/data_1/translation"] = h5py.SoftLink("/entry_1/sample_1/geometry_1/translation")
+        f["entry_1/instrument_1/source_1/energy"] = 10000 * 1.602176634e-19
+        f["entry_1/instrument_1/detector_1/distance"] = 1.5
+        probe_data = f.create_dataset("entry_1/image_1/data", data=probe)
+        probe_data.attrs["axes"] = "coherent:incoherent:y:x"
+        f["entry_1/image_1/data_type"] = "amplitude"
+        f["entry_1/image_1/image_size"] = [pixel_m * probe.shape[-1], pixel_m * probe.shape[-2], 0.0]
+        f["entry_1/instrument_1/source_1/illumination"] = h5py.SoftLink("/entry_1/image_1/data")
+        obj_data = f.create_dataset("entry_1/image_2/data", data=obj)
+        obj_data.attrs["axes"] = "layer:y:x"
+        f["entry_1/image_2/data_type"] = "electron density"
+        f["entry_1/image_2/image_size"] = [pixel_m * obj.shape[-1], pixel_m * obj.shape[-2], 0.0]
+        if extension:
+            ext = "entry_1/ptychodus"
+            f[f"{ext}/object_pixel_width_m"] = pixel_m
+            f[f"{ext}/object_pixel_height_m"] = pixel_m
+            f[f"{ext}/probe_pixel_width_m"] = pixel_m
+            f[f"{ext}/probe_pixel_height_m"] = pixel_m
+            f[f"{ext}/object_center_x_m"] = centre_m[0]
+            f[f"{ext}/object_center_y_m"] = centre_m[1]
+            f[f"{ext}/probe_position_indexes"] = np.arange(len(positions_xy_m)) + 100
+            f[f"{ext}/loss_epochs"] = np.arange(3)
+            f[f"{ext}/loss_values"] = np.array([3.0, 2.0, 1.5])
+
+
+@pytest.mark.parametrize("extension", [True, False])
+def test_ptychodus_cxi_product_opens_with_pixel_size_and_positions(tmp_path, extension):
+    """Ptychodus writes the probe first: the object is told by its axes, not by being image_1."""
+    pixel = 8e-9
+    rng = np.random.default_rng(3)
+    obj = (0.9 * np.exp(1j * rng.random((1, 64, 96)))).astype(np.complex64)
+    probe = np.ones((1, 1, 56, 56), dtype=np.complex64)
+    centre = (2e-7, -1e-7) if extension else (0.0, 0.0)
+    # scan points at object pixels (x, y) = (30, 20), (60, 40), (45, 30): metres in Ptychodus' frame
+    px = np.array([[30.0, 20.0], [60.0, 40.0], [45.0, 30.0]])
+    metres = np.array(centre) + pixel * (px + 0.5 - np.array([96, 64]) / 2)
+    path = tmp_path / "product.cxi"
+    _write_ptychodus_cxi(path, obj, probe, metres, pixel, centre, extension=extension)
+
+    product = read_product(path)
+    assert product.object.shape == (1, 64, 96)
+    np.testing.assert_array_equal(product.object, obj)
+    assert product.probe.shape == (1, 56, 56)
+    assert product.pixel_size_m == pytest.approx((pixel, pixel))  # extension, else image_size / shape
+    assert product.name == "toy product"
+    if extension:
+        np.testing.assert_allclose(product.positions_in_pixels(), px, atol=1e-6)
+        assert list(product.position_indexes) == [100, 101, 102]
+        assert list(product.loss_values) == [3.0, 2.0, 1.5]
+        assert product.probe_pixel_size_m == pytest.approx((pixel, pixel))
+    else:  # no stored centre: centred on the scan like Ptychodus does, the positions still kept
+        assert product.positions_in_pixels() is not None
+        assert product.positions_in_pixels()[2] == pytest.approx([47.5, 31.5])
+    from napari_fracto.io.readers import napari_get_reader
+
+    reader = napari_get_reader(str(path))  # what File > Open does with it
+    assert reader is not None
+    names = {kwargs["name"]: (data, kind) for data, kwargs, kind in reader(str(path))}
+    assert names["toy product scan positions"][1] == "points"
+    assert len(names["toy product scan positions"][0]) == 3
+    assert names["toy product phase"][0].shape == (64, 96)
+    assert names["toy product probe amplitude"][0].shape == (56, 56)
+
+
+def test_cxi_images_are_chosen_by_what_they_say_not_their_number(tmp_path):
+    path = tmp_path / "swapped.cxi"
+    obj = np.full((40, 50), 0.8 * np.exp(0.5j), dtype=np.complex64)
+    with h5py.File(path, "w") as f:
+        f.create_dataset("entry_1/image_1/data", data=np.ones((2, 16, 16), np.complex64)).attrs["axes"] = (
+            "incoherent:y:x"
+        )
+        f.create_dataset("entry_1/image_2/data", data=obj[None]).attrs["axes"] = "layer:y:x"
+        f["entry_1/image_2/image_size"] = [50e-9, 40e-9, 0.0]
+    product = read_cxi(path)
+    assert product.object.shape == (1, 40, 50)
+    assert product.probe.shape == (2, 16, 16)
+    assert product.pixel_size_m == pytest.approx((1e-9, 1e-9))
+    only_probe = tmp_path / "probe_only.cxi"
+    with h5py.File(only_probe, "w") as f:
+        f.create_dataset("entry_1/image_1/data", data=np.ones((1, 1, 8, 8), np.complex64)).attrs["axes"] = (
+            "coherent:incoherent:y:x"
+        )
+    with pytest.raises(PtychoFormatError, match="no CXI image is an object"):
+        read_product(only_probe)

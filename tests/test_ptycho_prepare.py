@@ -74,12 +74,14 @@ def test_geometry_from_a_product_converts_probe_pixels_and_refuses_unplaceable_p
 
 def test_evidence_lines_mark_what_passed_its_threshold():
     rng = np.random.default_rng(0)
-    noisy = rng.normal(0, 0.3, (64, 64))  # rad: far past the noise threshold
-    record = evidence_record(noisy, ScanGeometry(), ["No obvious artifacts"])
+    xx = np.indices((64, 64))[1]
+    ramped = 0.25 * xx + rng.normal(0, 0.3, (64, 64))  # 16 rad across: past the ramp threshold
+    record = evidence_record(ramped, ScanGeometry(), ["No obvious artifacts"])
     lines = evidence_lines(record)
-    assert any(line.startswith("⚑ noise:") for line in lines)
-    assert any(line.startswith("contrast:") for line in lines)  # 2 rad range: not low
-    assert any("Noisy artifacts" in d for d in record["disagreements"])
+    assert any(line.startswith("⚑ phase ramp:") for line in lines)
+    assert any(line.startswith("⚑ contrast:") for line in lines)  # noise alone: no object signal
+    assert any(line.startswith("noise:") and "not judged" in line for line in lines)
+    assert any("Phase ramp" in d for d in record["disagreements"])
     assert evidence_lines({"unavailable": "no evidence measured: too small"}) == [
         "no evidence measured: too small"
     ]

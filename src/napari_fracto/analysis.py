@@ -184,7 +184,7 @@ def run_request(
     measured: dict[str, Any] = {}
     if evidence if evidence is not None else vocab.task in EVIDENCE_TASKS:
         labels = list(dict.fromkeys(f.label for f in findings)) if parse_ok else None
-        measured = evidence_record(model_input.evidence_input, geometry, labels)
+        measured = evidence_record(model_input.evidence_input, geometry, labels, model_input.offset)
     if request.recon_settings:
         measured["reconstruction_settings"] = request.recon_settings
     if second:

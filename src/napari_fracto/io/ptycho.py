@@ -1,7 +1,8 @@
 """Ptychography reconstructions in the field's own formats, and their napari layers.
 
-Formats: Ptychodus product HDF5 (`object`, `probe`, `probe_position_*_m`, losses), CXI
-(`/entry_1/image_1/data`, translations in metres), PtychoPINN-style .npz (`objectGuess`, `probeGuess`,
+Formats: Ptychodus product HDF5 (`object`, `probe`, `probe_position_*_m`, losses), CXI (object and
+probe images told apart by their own attributes, Ptychodus' `/entry_1/ptychodus` extension read; see
+`ptycho_cxi`), PtychoPINN-style .npz (`objectGuess`, `probeGuess`,
 `xcoords`/`ycoords` in object pixels) and plain complex .npy. Everything lands in one `PtychoProduct`.
 
 Coordinates. Ptychodus puts the object centre at (`center_x_m`, `center_y_m`) and maps a scan
@@ -26,9 +27,6 @@ LayerDataTuple = tuple[Any, dict[str, Any], str]
 PositionUnits = Literal["m", "px"]
 
 _H5_SUFFIXES = {".h5", ".hdf5", ".cxi"}
-_PLANCK_EV_S = 4.135667696e-15
-_LIGHT_M_S = 299_792_458.0
-_ELECTRON_VOLT_J = 1.602176634e-19
 
 
 class PtychoFormatError(UserError, ValueError):
@@ -151,7 +149,7 @@ def read_product(path: str | Path) -> PtychoProduct:
             raise PtychoFormatError(f"{path.name} is not a readable HDF5 file ({exc})") from exc
         raise PtychoFormatError(
             f"{path.name} has neither a Ptychodus product layout (datasets 'object' and 'probe') nor a "
-            "CXI reconstruction (/entry_1/image_1/data)"
+            "CXI reconstruction (/entry_1/image_N/data)"
         )
     if suffix == ".npz":
         return read_npz(path)
@@ -172,13 +170,13 @@ def read_ptychodus_product(path: str | Path) -> PtychoProduct:
 
 
 def read_cxi(path: str | Path) -> PtychoProduct:
-    """Read a reconstruction from a CXI file (`/entry_1/image_1/data` and, if present, probe/translations)."""
+    """Read a reconstruction from a CXI file: the object image, the probe image, translations, geometry."""
     import h5py
 
     path = Path(path)
     with h5py.File(path, "r") as f:
         if not _is_cxi_reconstruction(f):
-            raise PtychoFormatError(f"{path.name} has no reconstruction at /entry_1/image_1/data")
+            raise PtychoFormatError(f"{path.name} has no reconstructed image (/entry_1/image_N/data)")
         return _read_cxi(f, path)
 
 
@@ -413,7 +411,9 @@ def _is_ptychodus(f: Any) -> bool:
 
 
 def _is_cxi_reconstruction(f: Any) -> bool:
-    return "entry_1/image_1/data" in f
+    from napari_fracto.io.ptycho_cxi import is_cxi_reconstruction
+
+    return is_cxi_reconstruction(f)
 
 
 def _attr_float(obj: Any, key: str, default: float | None = None) -> float | None:
@@ -462,61 +462,9 @@ def _read_ptychodus(f: Any, path: Path) -> PtychoProduct:
 
 
 def _read_cxi(f: Any, path: Path) -> PtychoProduct:
-    image = f["entry_1/image_1"]
-    obj = image["data"][()]
-    pixel = _cxi_pixel_size(f, image)
-    probe = None
-    for key in ("entry_1/image_2", "entry_1/instrument_1/source_1"):
-        if key in f:
-            group = f[key]
-            title = _plain(group["title"][()]) if "title" in group else ""
-            for dset in ("illumination", "probe", "data"):
-                if dset in group and (dset != "data" or "probe" in str(title).lower()):
-                    probe = group[dset][()]
-                    break
-        if probe is not None:
-            break
-    positions = None
-    for key in ("entry_1/data_1/translation", "entry_1/sample_1/geometry_1/translation"):
-        if key in f:
-            translation = np.asarray(f[key][()], dtype=np.float64)
-            positions = translation[:, :2]
-            break
-    # CXI does not fix where the object's origin is; like Ptychodus, centre the object on the scan.
-    centre = (0.0, 0.0)
-    if positions is not None and len(positions):
-        centre = tuple(float(v) for v in (positions.min(0) + positions.max(0)) / 2)
-    metadata = {"source_path": str(path)}
-    if "entry_1/instrument_1/source_1/energy" in f:
-        metadata["photon_energy_eV"] = float(f["entry_1/instrument_1/source_1/energy"][()]) / _ELECTRON_VOLT_J
-    return PtychoProduct(
-        object=obj,
-        pixel_size_m=pixel,
-        probe=probe,
-        positions=positions if pixel is not None else None,
-        position_units="m",
-        object_center_m=centre,  # type: ignore[arg-type]
-        source_format="cxi",
-        name=path.stem,
-        metadata=metadata,
-    )
+    from napari_fracto.io.ptycho_cxi import read_cxi_file
 
-
-def _cxi_pixel_size(f: Any, image: Any) -> tuple[float, float] | None:
-    """Object pixel size: image_1/{x,y}_pixel_size, else lambda*z/(N*p) from the detector geometry."""
-    if "x_pixel_size" in image and "y_pixel_size" in image:
-        return float(image["x_pixel_size"][()]), float(image["y_pixel_size"][()])
-    det, src = "entry_1/instrument_1/detector_1", "entry_1/instrument_1/source_1/energy"
-    needed = [f"{det}/distance", f"{det}/x_pixel_size", f"{det}/y_pixel_size", src, "entry_1/data_1/data"]
-    if not all(k in f for k in needed):
-        return None
-    wavelength = _PLANCK_EV_S * _LIGHT_M_S / (float(f[src][()]) / _ELECTRON_VOLT_J)
-    distance = float(f[f"{det}/distance"][()])
-    ny, nx = f["entry_1/data_1/data"].shape[-2:]
-    return (
-        wavelength * distance / (nx * float(f[f"{det}/x_pixel_size"][()])),
-        wavelength * distance / (ny * float(f[f"{det}/y_pixel_size"][()])),
-    )
+    return read_cxi_file(f, path)
 
 
 def _plain(value: Any) -> Any:

@@ -88,7 +88,7 @@ class Prepared:
     image: np.ndarray  # the input untouched without options; else the real `part` as shown
     offset: tuple[int, int]  # (row, col) of the image's top-left pixel in the original array
     preprocessing: str
-    evidence_input: np.ndarray  # complex object (or real phase) as shown, for measure_evidence
+    evidence_input: np.ndarray  # the data as reconstructed (cropped, never ramp-removed), for the measures
 
 
 def prepare_image(
@@ -116,6 +116,12 @@ def prepare_image(
             f"The ptychography display options (remove ramp, unwrap, crop) need one 2-D phase or complex "
             f"object plane, got shape {arr.shape}; switch them off for this image."
         )
+    if arr.dtype.kind in "iub" and (options.ramp or options.unwrap):
+        raise ValueError(
+            f"The image holds {arr.dtype} values, not phase in radians: removing a ramp or unwrapping would "
+            "take the counts as radians. Save the phase as float radians (value x rad-per-count), or switch "
+            "off Remove phase ramp and Unwrap phase for this image."
+        )
     geometry = geometry or ScanGeometry()
     positions = geometry.positions_px if geometry.can_crop and region is None else None
     shown = options.apply(
@@ -124,11 +130,10 @@ def prepare_image(
     offset = (0, 0)
     if options.crop and shown.region is not None:
         offset = (int(shown.region[0].start), int(shown.region[1].start))
-    if np.iscomplexobj(arr):
-        image = shown.amplitude if part == "amplitude" else shown.phase
-        measured = (shown.amplitude * np.exp(1j * shown.phase.astype(np.float64))).astype(np.complex64)
-    else:
-        image = measured = shown.phase
+    image = shown.amplitude if part == "amplitude" and np.iscomplexobj(arr) else shown.phase
+    # the evidence is measured on the data, cropped like the display but with its ramp and wraps intact:
+    # a ramp the display removed must still be reported
+    measured = arr[shown.region] if options.crop and shown.region is not None else arr
     done = options.describe()
     if part == "amplitude" and np.iscomplexobj(arr):
         done += " (amplitude sent)"
@@ -141,23 +146,35 @@ def evidence_record(
     image: np.ndarray,
     geometry: ScanGeometry | None,
     model_labels: Iterable[str] | None,
+    offset: tuple[int, int] = (0, 0),
+    phase_scale: float | None = None,
 ) -> dict[str, Any]:
     """`measure_evidence(...).to_dict()` plus `disagreements` with the model's labels (None: not compared).
 
-    Never raises for a bad image: the record then says why no evidence was measured (`unavailable`).
+    `offset` is where `image` starts in the array the geometry's positions refer to (a crop), so the
+    scanned region is found in `image` too. Integer images need `phase_scale` (rad per count). Never raises
+    for a bad image: the record then says why no evidence was measured (`unavailable`).
     """
     from napari_fracto.ptycho.evidence import compare_with_model, measure_evidence
 
     geometry = geometry or ScanGeometry()
     arr = np.asarray(image)
-    if arr.dtype.kind not in "fc":
+    if arr.dtype.kind not in "fc" and phase_scale is None:
         return {
-            "unavailable": f"no evidence measured: the image is {arr.dtype} (a rendered picture?); the "
-            "measures need phase in radians or a complex object (.npz/.h5/.cxi/.npy, float TIFF)"
+            "unavailable": f"no evidence measured: the image is {arr.dtype}, counts not radians; the "
+            "measures need phase in radians or a complex object (.npz/.h5/.cxi/.npy, float TIFF), or the "
+            "value-to-radian scale of an integer phase image"
         }
+    positions = geometry.positions_px
+    if positions is not None and len(positions):
+        positions = np.asarray(positions, dtype=np.float64) - np.asarray(offset, dtype=np.float64)
     try:
         evidence = measure_evidence(
-            arr, scan_step_px=geometry.scan_step_px, positions_px=geometry.positions_px
+            arr,
+            scan_step_px=geometry.scan_step_px,
+            positions_px=positions,
+            probe_shape=geometry.probe_shape,
+            phase_scale=phase_scale,
         )
     except ValueError as exc:
         return {"unavailable": f"no evidence measured: {exc}"}
@@ -173,35 +190,46 @@ def evidence_lines(record: dict[str, Any]) -> list[str]:
         return []
     if "unavailable" in record:
         return [str(record["unavailable"])]
-    from napari_fracto.ptycho.evidence import GRID, LOW_CONTRAST, NOISY, RAMP, SINGULARITY
+    from napari_fracto.ptycho.evidence import BLUR, GRID, LOW_CONTRAST, RAMP, SINGULARITY
 
     t = record.get("thresholds", {})
     flags = set(record.get("flags", ()))
     grid_threshold = t.get("grid_ratio_searched" if record.get("step_source") == "searched" else "grid_ratio")
     if record.get("grid_period_px") is None:
-        grid = "grid peak: not checked (no scan step)"
+        if record.get("step_source") == "unknown":
+            grid = "grid peak: step unknown (no positions; no peak confirmed by its harmonic)"
+        else:
+            grid = "grid peak: not checked (no scan step)"
     else:
         grid = (
             f"grid peak at {record['grid_period_px']:.3g} px: {record['grid_ratio']:.1f}x background "
             f"({record.get('grid_component', 'phase')}; flag from {grid_threshold:.0f}x)"
         )
     rows = [
+        ("", f"measured on {record.get('measured_on', 'the whole image')}, as reconstructed"),
         (GRID, grid),
         (
             RAMP,
             f"phase ramp: {record['ramp_across_field_rad']:.2f} rad across the field "
             f"(flag from {t.get('ramp_across_field_rad', float('nan')):.2f})",
         ),
-        (NOISY, f"noise: {record['noise_rad']:.4f} rad (flag from {t.get('noise_rad', float('nan')):.3f})"),
         (
             LOW_CONTRAST,
-            f"contrast: {record['contrast_rad']:.2f} rad (flag at {t.get('contrast_rad', float('nan')):.2f} "
-            "or less)",
+            f"contrast: {record.get('signal_rad', 0.0):.2f} rad signal, "
+            f"{record.get('contrast_to_noise', 0.0):.1f}x the noise "
+            f"(flag at {t.get('contrast_to_noise', float('nan')):.1f}x or less)",
         ),
         (
             SINGULARITY,
             f"phase residues: {100 * record['residue_fraction']:.2f} % "
             f"(flag from {100 * t.get('residue_fraction', float('nan')):.2f} %)",
         ),
+        ("", f"noise: {record['noise_rad']:.4f} rad (not judged)"),
+        (
+            BLUR,
+            f"fine detail: {record.get('detail', 0.0):.3f} (blurring flagged at "
+            f"{t.get('detail', float('nan')):.3f} or less)",
+        ),
+        ("", f"amplitude-phase cross-talk: {record.get('crosstalk', 0.0):.2f} (halos, not judged)"),
     ]
     return [f"{'⚑ ' if label in flags else ''}{text}" for label, text in rows]
