@@ -15,7 +15,7 @@ _SECRET = re.compile(
     r"\b(?:sk-[A-Za-z0-9_-]{12,}|hf_[A-Za-z0-9]{16,}|Bearer\s+[A-Za-z0-9._~+/=-]{12,})", re.IGNORECASE
 )
 # Absolute paths: POSIX (/a/b, ~/a) and Windows (C:\a\b, \\server\share). The last part is kept.
-_POSIX_PATH = re.compile(r"(?<![\w:/.])(?:~|/)(?:[\w.@+-]+/)+([\w.@+ -]*[\w.@+-])")
+_POSIX_PATH = re.compile(r"(?<![\w:/.])(?:~|/)(?:[\w.@+-][\w.@+ -]*/)+([\w.@+ -]*[\w.@+-])")
 _WINDOWS_PATH = re.compile(
     r"\b[A-Za-z]:\\(?:[^\\\s\"'<>|]+\\)+([^\\\s\"'<>|]+)|\\\\[^\\\s]+\\(?:[^\\\s]+\\)*([^\\\s]+)"
 )
@@ -47,10 +47,12 @@ class Redactor:
         return _POSIX_PATH.sub(lambda m: m.group(1), out)
 
     def name(self, path: object) -> str:
-        """A source or folder as shown: the whole path when asked for, else its last part."""
+        """A source, model or folder as shown: an absolute local path becomes its last part (unless
+        paths were asked for); hub ids ("org/model"), relative paths and URLs stay as they are."""
         text = _SECRET.sub(SECRET_MARK, "" if path is None else str(path))
         if self.include_paths or not text:
             return text
-        if text.startswith(("http://", "https://")):
-            return text
-        return self.text(text) if " [" in text else file_name(text)
+        if " [" in text:  # a plane or part of a file: "/a/b/stack.tif [plane 3]"
+            return self.text(text)
+        absolute = text.startswith(("/", "~", "\\\\")) or re.match(r"^[A-Za-z]:\\", text) is not None
+        return file_name(text) if absolute else self.text(text)

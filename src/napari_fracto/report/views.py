@@ -104,8 +104,12 @@ def _metadata(entry: ImageEntry, request: Any, r: Redactor) -> list[tuple[str, s
         g = request.geometry
         if g.probe_shape:
             rows.append(("probe", f"{g.probe_shape[0]} x {g.probe_shape[1]} px"))
-        if g.scan_step_px is not None:
-            rows.append(("scan step", f"{g.scan_step_px:.3g} px"))
+        evidence = entry.result.evidence if entry.result is not None else {}
+        step = g.scan_step_px if g.scan_step_px is not None else evidence.get("scan_step_px")
+        if isinstance(step, int | float):
+            how = {"given": "from the scan positions", "searched": "searched in the spectrum"}
+            found = "" if g.scan_step_px is not None else how.get(str(evidence.get("step_source")), "")
+            rows.append(("scan step", f"{step:.3g} px" + (f" ({found})" if found else "")))
         if g.n_positions:
             rows.append(("scan positions", str(g.n_positions)))
         if request.recon_settings:
