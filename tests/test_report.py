@@ -121,11 +121,11 @@ def test_one_image_report_shows_the_picture_with_boxes_labels_and_provenance(tmp
     assert "vocabulary version" in text
     assert FRACTURE.version in text
     (picture,) = page.images()  # one image: no thumbnail grid, no summary
-    assert picture.size == (160, 120)
+    assert picture.size == (480, 360)  # a small image is enlarged 3x so its boxes can be read
     # the box is drawn in napari's colour of the label, on the grid's 100..600 of the width
     colour = np.array([int(label_colour(LABELS[0], FRACTURE)[i : i + 2], 16) for i in (1, 3, 5)])
     rgb = np.asarray(picture.convert("RGB")).astype(int)
-    left_edge = rgb[int(0.4 * 120) : int(0.6 * 120), 16]  # x = 0.1 * 160, away from the label text
+    left_edge = rgb[int(0.4 * 360) : int(0.6 * 360), 48]  # x = 0.1 * 480, away from the label text
     assert np.abs(left_edge - colour).sum(axis=1).min() < 60
     assert not any(tag == "script" for tag, _ in page.tags)
 

@@ -20,6 +20,7 @@ from napari_fracto.findings import Finding
 
 DETAIL_PX = 960  # longest side of a per-image picture
 THUMB_PX = 240  # longest side of a thumbnail
+MIN_DRAWN_PX = 480  # smaller images are enlarged by a whole factor up to about this
 
 
 @dataclass(frozen=True)
@@ -62,12 +63,16 @@ def draw_boxes(
     from PIL import Image, ImageDraw
 
     image = Image.fromarray(np.ascontiguousarray(rgb[..., :3]))
-    scale = min(1.0, longest / max(image.width, image.height))
-    if scale < 1.0:
+    side = max(image.width, image.height)
+    # large images shrink to `longest`; small ones (a cropped reconstruction) grow pixel for pixel, so
+    # boxes and labels are drawn at a size a reader can see
+    scale = longest / side if side > longest else max(1, min(longest, MIN_DRAWN_PX) // side)
+    if scale != 1:
         size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-        image = image.resize(size, Image.Resampling.LANCZOS)
+        resample = Image.Resampling.LANCZOS if scale < 1 else Image.Resampling.NEAREST
+        image = image.resize(size, resample)
     draw = ImageDraw.Draw(image)
-    width = max(2, round(max(image.size) / 300))
+    width = max(3, round(max(image.size) / 250))
     font = _font(max(11, round(max(image.size) / 36)))
     for dashed, group in ((False, findings), (True, dashed_findings)):
         for f in group:

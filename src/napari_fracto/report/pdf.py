@@ -215,7 +215,11 @@ def _summary_pages(pages: _Pages, s: dict[str, Any]) -> None:
     pages.text(
         f"{s['n_images']} image(s) · {s['n_parsed']} answer(s) read · {s['n_reviewed']} reviewed", size=10
     )
-    for chart in (s["frequency_chart"], s["confidence_chart"]):
+    for title, chart in (
+        ("Label frequencies", s["frequency_chart"]),
+        ("Confidence per label", s["confidence_chart"]),
+    ):
+        pages.text(title, size=11, weight="bold")
         pages.picture(chart, 0.4)
     for title, key, fmt in (
         ("Disagreements", "disagreements", "{title} ({kind}): {text}"),
