@@ -163,7 +163,9 @@ def label_frequency_chart(counts: dict[str, Sequence[int]], series: Sequence[str
     ax.set_xlabel("images")
     ax.xaxis.get_major_locator().set_params(integer=True)
     if len(series) > 1:
-        ax.legend(fontsize="small", loc="lower right")
+        fig.legend(
+            *ax.get_legend_handles_labels(), loc="outside lower center", ncols=len(series), fontsize="small"
+        )
     ax.set_title("Label frequencies")
     return encode_figure(fig)
 
@@ -204,7 +206,12 @@ def per_label_f1_chart(f1: dict[str, dict[str, float | None]], configs: Sequence
     ax.set_xlim(0, 1)
     ax.set_xlabel("F1")
     ax.set_title("Per-label F1")
-    ax.legend(fontsize="small", loc="lower right")
+    fig.legend(
+        *ax.get_legend_handles_labels(),
+        loc="outside lower center",
+        ncols=min(len(configs), 4),
+        fontsize="small",
+    )
     return encode_figure(fig)
 
 
