@@ -395,6 +395,7 @@ EXTRA_COMMANDS: list[str] = [
     "napari_fracto.dataset.cli",
     "napari_fracto.evaluation.cli",
     "napari_fracto.training.cli",
+    "napari_fracto.report.cli",
 ]
 
 

@@ -213,7 +213,14 @@ def write_csv(run: EvalRun, out: Path) -> tuple[Path, Path]:
 
 
 def write_chart(run: EvalRun, path: Path) -> Path:
-    """Grouped horizontal bars per configuration with bootstrap intervals as error bars."""
+    """chart.png: `chart_figure` saved."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    chart_figure(run).savefig(path)
+    return path
+
+
+def chart_figure(run: EvalRun) -> Any:
+    """Grouped horizontal bars per configuration with bootstrap intervals as error bars (also in reports)."""
     import numpy as np
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -246,9 +253,7 @@ def write_chart(run: EvalRun, path: Path) -> Path:
         ax.text(
             0.5, 0.5, "no configuration produced scores", ha="center", va="center", transform=ax.transAxes
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
+    return fig
 
 
 def write_reports(run: EvalRun, out_dir: str | Path) -> dict[str, Path]:
@@ -266,3 +271,60 @@ def write_reports(run: EvalRun, out_dir: str | Path) -> dict[str, Path]:
     if reliability is not None:
         paths["reliability"] = reliability
     return paths
+
+
+def _scores_from(data: Any) -> Scores | None:
+    from napari_fracto.metrics import LabelScore
+
+    if not isinstance(data, dict):
+        return None
+    nan = float("nan")
+    floats = {k: (nan if v is None else v) for k, v in data.items() if k not in ("per_label", "ci")}
+    per_label = [
+        LabelScore(**{k: (nan if v is None else v) for k, v in s.items() if k != "support"})
+        for s in data.get("per_label", [])
+    ]
+    ci = {k: tuple(nan if x is None else float(x) for x in v) for k, v in data.get("ci", {}).items()}
+    return Scores(**floats, per_label=per_label, ci=ci)  # type: ignore[arg-type]
+
+
+def load_run(folder: str | Path) -> EvalRun:
+    """An evaluation read back from the results.json `write_reports` wrote (for reports made later)."""
+    from napari_fracto.evaluation.compare import EvalConfig
+    from napari_fracto.evaluation.runner import EvaluationError, Prediction
+
+    path = Path(folder) / "results.json" if Path(folder).is_dir() else Path(folder)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        results = []
+        for r in data["results"]:
+            config = dict(r["config"])
+            config.pop("fingerprint", None)
+            results.append(
+                ConfigResult(
+                    config=EvalConfig.model_validate(config),
+                    fingerprint=str(r["config"].get("fingerprint", "")),
+                    predictions=[Prediction(**p) for p in r.get("predictions", [])],
+                    scores=_scores_from(r.get("scores")),
+                    advice_scores=_scores_from(r.get("advice_scores")),
+                    asked=int(r.get("asked", 0)),
+                    cached=int(r.get("cached", 0)),
+                    error=str(r.get("error", "")),
+                )
+            )
+        return EvalRun(
+            dataset=str(data["dataset"]),
+            task=str(data["task"]),
+            split=str(data["split"]),
+            image_ids=list(data.get("images", [])),
+            results=results,
+            skipped=dict(data.get("skipped", {})),
+            started_at=str(data.get("started_at", "")),
+        )
+    except FileNotFoundError:
+        raise EvaluationError(f"{path} not found; give the output folder of `napari-fracto eval`") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise EvaluationError(
+            f"{path.name} is not an evaluation napari-fracto wrote ({type(exc).__name__}: {exc}); "
+            "run `napari-fracto eval` again"
+        ) from None

@@ -344,6 +344,16 @@ class AnalyzeWidget(FormMixin, AdaptersMixin, LayersMixin, ResultsMixin, QWidget
             self._set_busy(False)
             self.run_finished.emit()
 
+    def report_job(self) -> Any:
+        """The Report… button's job: the current image's last result and plane, or what is missing."""
+        from napari_fracto.widgets.report_button import image_report_job
+
+        name = self.image_combo.currentText()
+        if name not in self._results:
+            return "Analyze the current image first: the report shows its last result."
+        result, plane = self._results[name]
+        return image_report_job(result, plane.array if plane is not None else None, name)
+
     # ---- lifetime -------------------------------------------------------------------------------------
     def _close_backend(self) -> None:
         if self._backend is not None:

@@ -33,6 +33,7 @@ from napari_fracto.widgets._common import (
     hbox,
     scrolling_body,
 )
+from napari_fracto.widgets.report_button import ReportButton
 from napari_fracto.widgets.send_to_review import SendToReview
 
 if TYPE_CHECKING:
@@ -259,6 +260,8 @@ class FormMixin:
         self.send_to_review = SendToReview(self.state, self.review_items)
         self.review_section = _Section("Send to review", self.send_to_review, expanded=True)
         layout.addWidget(self.review_section)
+        self.report_button = ReportButton(self.report_job, "A report of the current image's last result.")
+        layout.addWidget(self.report_button)
         layout.addStretch(1)
 
     def _browse_dir(self, edit: QLineEdit, title: str) -> None:

@@ -292,6 +292,14 @@ class ReviewWidget(ReviewFormMixin, CanvasMixin, PanelMixin, QWidget):
             return
         self.show_image(nxt)
 
+    def report_job(self) -> Any:
+        """The Report… button's job: the open dataset's reviewed images of the task, or what is missing."""
+        from napari_fracto.widgets.report_button import dataset_report_job
+
+        if self.dataset is None:
+            return "Open a dataset first: the report shows its reviewed images."
+        return dataset_report_job(Path(self.dataset.root), self.task_combo.currentText())
+
     # ---- lifetime -------------------------------------------------------------------------------------
     def _close_dataset(self, *, keep_layers: bool = False) -> None:
         if not keep_layers:

@@ -31,6 +31,7 @@ from napari_fracto.widgets._common import (
     hbox,
     scrolling_body,
 )
+from napari_fracto.widgets.report_button import ReportButton
 from napari_fracto.widgets.review_pages import QueuePages
 from napari_fracto.widgets.review_predict import PredictSection
 
@@ -105,6 +106,8 @@ class ReviewFormMixin:
         self.all_button.clicked.connect(self.review_dataset)
         layout.addWidget(hbox(self.open_folder_button, self.all_button))
         layout.addWidget(self.open_file_button)
+        self.report_button = ReportButton(self.report_job, "A report of the reviewed images of the task.")
+        layout.addWidget(self.report_button)
 
         from napari_fracto.widgets.review_papers import PapersSection
 
