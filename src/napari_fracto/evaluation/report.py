@@ -290,10 +290,13 @@ def _scores_from(data: Any) -> Scores | None:
 
 def load_run(folder: str | Path) -> EvalRun:
     """An evaluation read back from the results.json `write_reports` wrote (for reports made later)."""
+    from dataclasses import fields
+
     from napari_fracto.evaluation.compare import EvalConfig
     from napari_fracto.evaluation.runner import EvaluationError, Prediction
 
     path = Path(folder) / "results.json" if Path(folder).is_dir() else Path(folder)
+    known = {f.name for f in fields(Prediction)}  # results.json also keeps each prediction's truth
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         results = []
@@ -304,7 +307,10 @@ def load_run(folder: str | Path) -> EvalRun:
                 ConfigResult(
                     config=EvalConfig.model_validate(config),
                     fingerprint=str(r["config"].get("fingerprint", "")),
-                    predictions=[Prediction(**p) for p in r.get("predictions", [])],
+                    predictions=[
+                        Prediction(**{k: v for k, v in p.items() if k in known})
+                        for p in r.get("predictions", [])
+                    ],
                     scores=_scores_from(r.get("scores")),
                     advice_scores=_scores_from(r.get("advice_scores")),
                     asked=int(r.get("asked", 0)),
