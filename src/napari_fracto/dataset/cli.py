@@ -15,6 +15,7 @@ from pathlib import Path
 def add_dataset_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register `dataset` and its actions on the top-level `napari-fracto` sub-parsers."""
     from napari_fracto.cli import add_backend_arguments, add_request_arguments
+    from napari_fracto.dataset.folder_import import add_folder_arguments
 
     parser = subparsers.add_parser(
         "dataset", help="the corrections dataset: info, validate, export, import, split, autolabel"
@@ -58,6 +59,7 @@ def add_dataset_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     p.add_argument("--task", help="task of the labels (default: ptychography for PtychoBench)")
     p.add_argument("--images", type=Path, help="PtychoBench: folder holding the images")
     p.add_argument("--name", help="name of the dataset when it is created by this import")
+    add_folder_arguments(p)
 
     p = action("split", "deterministic multi-label stratified train/val/test split, stored")
     p.add_argument("--task")
@@ -179,17 +181,17 @@ def _export(args: argparse.Namespace) -> int:
 
 def _import(args: argparse.Namespace) -> int:
     from napari_fracto.dataset import Dataset, importers
+    from napari_fracto.dataset.folder_import import run_folder_import
 
+    if args.format == "folders":
+        if not args.task:
+            print("error: --task is required with --format folders", file=sys.stderr)
+            return 2
+        return run_folder_import(args)
     with Dataset.open_or_create(args.dataset, name=args.name) as ds:
-        if args.format == "ptychobench":
-            summary = importers.import_ptychobench(
-                ds, args.source, images_dir=args.images, task=args.task or "ptychography"
-            )
-        else:
-            if not args.task:
-                print("error: --task is required with --format folders", file=sys.stderr)
-                return 2
-            summary = importers.import_class_folders(ds, args.source, task=args.task)
+        summary = importers.import_ptychobench(
+            ds, args.source, images_dir=args.images, task=args.task or "ptychography"
+        )
     print(summary.describe())
     return 1 if summary.skipped else 0
 
