@@ -155,9 +155,16 @@ def read_tiff(path: Path) -> list[LayerDataTuple]:
         rgb = axes.endswith("S") and series.shape[-1] in (3, 4)
         pixel, source = tiff_pixel_size(tif)
         data = _tiff_data(path, tif, series)
+        page = tif.pages.first
+        if page.photometric == tifffile.PHOTOMETRIC.PALETTE and page.colormap is not None and not rgb:
+            from napari_fracto.imaging import apply_palette
+
+            data = apply_palette(data, page.colormap)  # Zeiss saves indexed images: show the colours
+            rgb = data.ndim == len(series.shape) + 1
     if data.size == 0:
         raise ReaderError(f"{path.name} contains an empty image (shape {data.shape})")
     metadata: dict[str, Any] = {"source_path": str(path), "tiff_axes": axes}
+    pixel, source = _with_instrument(path, metadata, pixel, source)
     geometry: dict[str, Any] = {}
     if pixel is not None:
         geometry = _physical_geometry(pixel, data.ndim - (1 if rgb else 0))
@@ -166,6 +173,21 @@ def read_tiff(path: Path) -> list[LayerDataTuple]:
         return complex_layers(data, path.stem, metadata, **geometry)
     kwargs: dict[str, Any] = {"name": path.stem, "rgb": rgb, "metadata": metadata, **geometry}
     return [(data, kwargs, "image")]
+
+
+def _with_instrument(
+    path: Path, metadata: dict[str, Any], pixel: tuple[float, float] | None, source: str
+) -> tuple[tuple[float, float] | None, str]:
+    """Record the SEM's settings (`metadata["instrument"]`); its pixel size when the tags gave none."""
+    from napari_fracto.io.sem_metadata import read_instrument
+
+    inst = read_instrument(path)
+    if inst is None:
+        return pixel, source
+    metadata["instrument"] = inst.to_dict()
+    if pixel is None and inst.pixel_size_um:
+        return (inst.pixel_size_um * 1e-6,) * 2, inst.source
+    return pixel, source
 
 
 def _tiff_data(path: Path, tif: Any, series: Any) -> np.ndarray:
@@ -278,7 +300,13 @@ def read_pil(path: Path) -> list[LayerDataTuple]:
     if mode == "1":
         data = data.astype(np.uint8) * np.uint8(255)
     rgb = data.ndim == 3 and data.shape[-1] in (3, 4)
-    return [(data, {"name": path.stem, "rgb": rgb, "metadata": {"source_path": str(path)}}, "image")]
+    metadata: dict[str, Any] = {"source_path": str(path)}
+    kwargs: dict[str, Any] = {"name": path.stem, "rgb": rgb, "metadata": metadata}
+    pixel, source = _with_instrument(path, metadata, None, "")  # JEOL/Hitachi sidecar .txt
+    if pixel is not None:
+        kwargs.update(_physical_geometry(pixel, 2))
+        metadata.update(pixel_size_m=pixel, pixel_size_source=source)
+    return [(data, kwargs, "image")]
 
 
 # --- numpy and HDF5 ------------------------------------------------------------------------------
