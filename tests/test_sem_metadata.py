@@ -171,7 +171,7 @@ def test_the_model_never_sees_the_bar_and_boxes_stay_in_image_pixels(tmp_path):
     out = tmp_path / "out.jsonl"
     summary = run_batch([path], backend=backend, task="fracture", out_jsonl=out)
     assert summary.failures == []
-    sent = [p for t in backend.requests[0].turns for p in t.parts if isinstance(p, Image.Image)][0]
+    sent = next(p for t in backend.requests[0].turns for p in t.parts if isinstance(p, Image.Image))
     assert sent.width / sent.height == pytest.approx(400 / 270, rel=0.05)
     result = summary.results[0]
     assert result.findings[0].box == Box(0, 0, 400, 270)  # the whole surface, not the bar

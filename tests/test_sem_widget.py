@@ -46,7 +46,7 @@ def test_analyze_sends_the_surface_without_the_bar_and_boxes_stay_on_the_image(s
     widget.model_edit.setText("scripted-model")
     with qtbot.waitSignal(widget.run_finished, timeout=20000):
         widget.analyze_button.click()
-    sent = [p for t in backend.requests[0].turns for p in t.parts if isinstance(p, Image.Image)][0]
+    sent = next(p for t in backend.requests[0].turns for p in t.parts if isinstance(p, Image.Image))
     assert sent.width / sent.height == pytest.approx(1024 / 691, rel=0.05)
     prompt = " ".join(p for t in backend.requests[0].turns for p in t.parts if isinstance(p, str))
     assert "field of view 2.678 mm × 1.807 mm" in prompt
