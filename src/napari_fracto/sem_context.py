@@ -56,7 +56,13 @@ def sem_options(
     """`context` (filled from the instrument) and `crop` (without the data bar) for `analyze_array`.
 
     With ptychography `display` options the crop is theirs (the scanned region): no bar is looked for.
+    A label mask or binary image raises `micrograph_check.NotAMicrographError` (a ValueError): the CLI
+    skips it with that message, Analyze shows it.
     """
+    from napari_fracto.micrograph_check import check_micrograph
+
+    if display is None:
+        check_micrograph(array)
     inst = instrument_of(source)
     bar = display is None and _is_image(array)
     crop = bar_crop(array, inst.bar_rows if inst else None) if bar else None
