@@ -38,7 +38,9 @@ def non_micrograph_reason(array: Any) -> str | None:
     if arr.ndim == 3:
         if arr.shape[-1] not in (3, 4):
             return None
-        values = np.unique(sample[..., :3].reshape(-1, 3), axis=0)
+        rgb = sample[..., :3].astype(np.uint64)  # one number a colour: unique of rows is slow
+        codes = np.unique((rgb[..., 0] << 32) | (rgb[..., 1] << 16) | rgb[..., 2])
+        values = np.stack([codes >> 32, (codes >> 16) & 0xFFFF, codes & 0xFFFF], axis=1)
         what = "colours"
     else:
         values = np.unique(sample)

@@ -274,8 +274,13 @@ def read_pil(path: Path) -> list[LayerDataTuple]:
     """Ordinary images via Pillow: RGB stays RGB (rgb=True), palettes become RGB(A), 16-bit stays 16-bit."""
     from PIL import Image, UnidentifiedImageError
 
+    from napari_fracto.io.pil_images import TooLargeError, decode_direct, open_image, to_array
+
     try:
-        with Image.open(path) as image:
+        with open_image(path) as image:
+            direct = decode_direct(path, image)
+            if direct is not None:
+                return _pil_layer(path, direct)
             image.load()
             if image.mode in ("P", "PA"):
                 image = image.convert("RGBA" if "transparency" in image.info or image.mode == "PA" else "RGB")
@@ -283,8 +288,10 @@ def read_pil(path: Path) -> list[LayerDataTuple]:
                 image = image.convert("RGB")
             elif image.mode == "LA":
                 image = image.convert("L")
-            data = np.asarray(image)
+            data = to_array(image)
             mode = image.mode
+    except TooLargeError as exc:
+        raise ReaderError(str(exc)) from exc
     except Image.DecompressionBombError as exc:
         raise ReaderError(
             f"{path.name} has more pixels than Pillow opens safely ({exc}); save it as TIFF, which is "
@@ -299,6 +306,10 @@ def read_pil(path: Path) -> list[LayerDataTuple]:
         raise ReaderError(f"{path.name} is truncated or corrupt ({exc}); re-export or re-copy it") from exc
     if mode == "1":
         data = data.astype(np.uint8) * np.uint8(255)
+    return _pil_layer(path, data)
+
+
+def _pil_layer(path: Path, data: np.ndarray) -> list[LayerDataTuple]:
     rgb = data.ndim == 3 and data.shape[-1] in (3, 4)
     metadata: dict[str, Any] = {"source_path": str(path)}
     kwargs: dict[str, Any] = {"name": path.stem, "rgb": rgb, "metadata": metadata}
