@@ -57,3 +57,42 @@ def test_analyze_sends_the_surface_without_the_bar_and_boxes_stay_on_the_image(s
     record = layer.metadata["napari_fracto"]
     assert record["request"]["crop"]["r1"] == 691
     assert record["request"]["context"]["magnification"].startswith("105 X")
+
+
+@pytest.fixture
+def napari_settings(tmp_path, monkeypatch):
+    """napari's settings in a temporary file (the offer writes them), our config dir fresh."""
+    import napari.settings
+    from napari.settings import NapariSettings
+
+    settings = NapariSettings(config_path=tmp_path / "napari.yaml")
+    monkeypatch.setattr(napari.settings, "_SETTINGS", settings)
+    monkeypatch.setenv("NAPARI_FRACTO_CONFIG_DIR", str(tmp_path / "fracto"))
+    return settings
+
+
+def test_opened_by_napari_the_user_is_offered_napari_fracto_as_tiff_reader(setup, napari_settings):
+    viewer, widget = setup
+    offer = widget.reader_offer
+    viewer.open(str(ZEISS_1K), plugin="napari-fracto")
+    assert not offer.isVisibleTo(widget)  # our own reader: nothing to offer
+    viewer.open(str(ZEISS_1K), plugin="napari")
+    assert offer.isVisibleTo(widget)
+    assert napari_settings.plugins.extension2reader == {}  # nothing changed before the yes
+    offer.yes_button.click()
+    assert napari_settings.plugins.extension2reader == {"*.tif": "napari-fracto", "*.tiff": "napari-fracto"}
+    assert not offer.isVisibleTo(widget)
+    layer = viewer.open(str(ZEISS_1K), plugin=None)[0]  # as File > Open: napari uses the preference
+    assert layer.source.reader_plugin == "napari-fracto"
+    assert layer.metadata["instrument"]["pixel_size_um"] == 2.615
+
+
+def test_a_no_is_remembered_and_changes_nothing(setup, napari_settings):
+    viewer, widget = setup
+    viewer.open(str(ZEISS_1K), plugin="napari")
+    widget.reader_offer.no_button.click()
+    assert napari_settings.plugins.extension2reader == {}
+    viewer.layers.clear()
+    viewer.open(str(ZEISS_1K), plugin="napari")
+    assert not widget.reader_offer.isVisibleTo(widget)
+    assert widget.magnification_edit.text().startswith("105 X")  # metadata still read from the file

@@ -91,6 +91,10 @@ class FormMixin:
         sform.addRow("Sample type", self.sample_type_edit)
         sform.addRow("Magnification", self.magnification_edit)
         sform.addRow("Instrument", self.instrument_edit)
+        from napari_fracto.widgets.reader_offer import ReaderOffer
+
+        self.reader_offer = ReaderOffer()
+        sform.addRow(self.reader_offer)
         sform.addRow("Notes", self.notes_edit)
         self.sample_section = _Section("Sample (helps the model)", sample, expanded=True)
         layout.addWidget(self.sample_section)

@@ -40,6 +40,9 @@ def _shown_size(layer: Any, inst: Instrument) -> tuple[int, int]:
 
 def fill_fields(form: Any, layer: Any) -> None:
     """Set the form's magnification and instrument texts for `layer` where the user has not typed."""
+    offer = getattr(form, "reader_offer", None)
+    if offer is not None:
+        offer.update_for(layer)
     inst = layer_instrument(layer) if layer is not None else None
     width, height = _shown_size(layer, inst) if inst is not None else (0, 0)
     texts = {
