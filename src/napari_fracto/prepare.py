@@ -180,6 +180,7 @@ def chat(
         max_new_tokens=request.max_new_tokens,
         advice_vocab=advice_vocab,
         recon_settings=request.recon_settings.strip(),
+        localise=vocab.boxes,  # a task defined without boxes is asked for labels only
     )
 
 

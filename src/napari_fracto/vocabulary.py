@@ -17,6 +17,7 @@ File format (TOML; a built-in file has all keys, a user file only what it change
     exclusive = false                    # true: this label excludes all others ("No obvious artifacts")
     implies = ["ductile overload"]       # optional: labels of the file's `mode_task` this one evidences
 
+``boxes = false`` asks the model for labels only (no boxes), for tasks whose classes cover the image.
 A file may name an upper level, ``mode_task = "fracture-mode"``: its labels' ``implies`` are labels of
 that vocabulary (features -> failure modes; see `failure_modes`).
 
@@ -94,6 +95,7 @@ class Vocabulary:
     title: str
     labels: tuple[Label, ...]
     description: str = ""
+    boxes: bool = True  # False: the model is asked for labels only (no bbox_2d), e.g. whole-image classes
     mode_task: str = ""  # the upper level (failure modes) its labels' `implies` name, e.g. "fracture-mode"
     _index: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -246,6 +248,7 @@ def _file_model() -> Any:
         title: str = ""
         description: str = ""
         mode_task: str = ""
+        boxes: bool | None = None
         labels: list[LabelSpec] = []
 
     return FileSpec
@@ -284,7 +287,10 @@ def _build(task: str, data: dict[str, Any], source: str, *, require_version: boo
     )  # fmt: skip
     version = spec.version if require_version else f"user-{spec.version or '0'}"
     try:
-        return Vocabulary(task, version, spec.title, labels, spec.description, spec.mode_task)
+        return Vocabulary(
+            task, version, spec.title, labels, spec.description,
+            boxes=spec.boxes is not False, mode_task=spec.mode_task,
+        )  # fmt: skip
     except VocabularyError as exc:
         raise VocabularyError(f"{source}: {exc}") from exc
 
@@ -322,7 +328,8 @@ def _merge(base: Vocabulary, data: dict[str, Any], source: str) -> Vocabulary:
     try:
         return Vocabulary(
             base.task, version, base.title, tuple(labels.values()), spec.description or base.description,
-            spec.mode_task or base.mode_task,
+            boxes=base.boxes if spec.boxes is None else spec.boxes,
+            mode_task=spec.mode_task or base.mode_task,
         )  # fmt: skip
     except VocabularyError as exc:
         raise VocabularyError(f"{source}: {exc}") from exc
