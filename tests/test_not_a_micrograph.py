@@ -78,3 +78,17 @@ def test_analyze_says_a_mask_is_not_a_micrograph_and_asks_nothing(setup, qtbot):
     assert backend.requests == []
     assert "label mask" in widget.error_panel.text
     assert "s1_mask findings" not in viewer.layers
+
+
+def test_autolabel_reports_a_mask_and_does_not_store_it(tmp_path):
+    from napari_fracto.dataset import Dataset
+    from napari_fracto.dataset.autolabel import autolabel
+
+    Image.fromarray(_micrograph()).save(tmp_path / "s1.png")
+    Image.fromarray(_mask()).save(tmp_path / "s1_mask.png")
+    with Dataset.create(tmp_path / "ds") as ds:
+        summary = autolabel(ds, [tmp_path], task="fracture", backend=ScriptedBackend(ANSWER))
+        assert summary.predicted == 1
+        assert [f[0].rsplit("/", 1)[-1] for f in summary.failures] == ["s1_mask.png"]
+        assert "label mask" in summary.failures[0][1]
+        assert len(ds) == 1

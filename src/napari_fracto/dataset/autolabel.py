@@ -102,6 +102,7 @@ def autolabel(
     """
     from napari_fracto.analysis import analyze_array
     from napari_fracto.batch import analysis_inputs, iter_image_files
+    from napari_fracto.micrograph_check import check_micrograph
     from napari_fracto.sem_context import sem_options
 
     base = context or AnalysisContext()
@@ -114,6 +115,8 @@ def autolabel(
             inputs = analysis_inputs(path, part)
             ctx = context_for(path, base, contexts)
             for item in inputs:
+                if analyze_options.get("display") is None:
+                    check_micrograph(item.array)  # a label mask is reported, and never stored
                 # the stored image is the array analysed, so prepare(request, stored) shows the same pixels;
                 # a single-image file the dataset can keep is kept byte for byte (it reads back the same)
                 if len(inputs) == 1 and item.geometry is None and path.suffix.lower() in STORABLE:
