@@ -105,7 +105,8 @@ def test_a_bad_file_is_reported_and_skipped_not_the_end_of_the_batch(tmp_path, c
 
 
 def test_server_down_says_so_for_each_file(tmp_path, capsys):
-    tifffile.imwrite(tmp_path / "a.tif", np.eye(64, dtype=np.uint8) * 255)
+    # a grey-level image: a two-level one (np.eye) is skipped as not a micrograph before any request
+    tifffile.imwrite(tmp_path / "a.tif", (np.arange(64 * 64).reshape(64, 64) % 251).astype(np.uint8))
     url = f"http://127.0.0.1:{_free_port()}/v1"
     code = main(
         [

@@ -40,7 +40,8 @@ def test_constrained_tiny_model_answers_valid_json_in_the_vocabulary(tiny_vlm_di
     assert all(item["label"] in VOCAB.names() for item in answer["labels"])
     result = parsing.parse_response(reply.text, VOCAB)
     assert result.ok
-    assert result.problems == ()
+    # the schema cannot order a box's corners: a random model may reverse them, which the parser fixes
+    assert all("corners reversed" in p for p in result.problems), result.problems
 
 
 def test_the_off_switch_gives_unconstrained_noise(tiny_vlm_dir):

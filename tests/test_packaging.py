@@ -81,3 +81,15 @@ def test_import_is_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == ""
+
+
+def test_wheel_metadata_gives_the_hub_its_links_and_a_licence_the_plugin_manager_shows(wheel):
+    (name,) = [n for n in wheel.namelist() if n.endswith(".dist-info/METADATA")]
+    lines = wheel.read(name).decode().splitlines()
+    assert (
+        "License: BSD-3-Clause" in lines
+    )  # npe2's package_metadata.license (License-Expression is not read)
+    assert "Classifier: License :: OSI Approved :: BSD License" in lines
+    urls = {line.split(": ", 1)[1].split(",")[0] for line in lines if line.startswith("Project-URL: ")}
+    assert {"Homepage", "Documentation", "User Support", "Source Code", "Bug Tracker"} <= urls
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in wheel.namelist())

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from napari_fracto.prompts import Example
     from napari_fracto.ptycho.display import DisplayOptions
     from napari_fracto.ptycho.prepare import ScanGeometry
-    from napari_fracto.request import AnalysisRequest
+    from napari_fracto.request import AnalysisRequest, Crop
     from napari_fracto.vocabulary import Vocabulary
 
 # Tasks whose images get quantitative evidence beside the model's verdict by default.
@@ -47,6 +47,7 @@ def analyze_array(
     recon_settings: str = "",
     cancel: threading.Event | None = None,
     progress: Callable[[int, int], None] | None = None,
+    crop: Crop | None = None,
 ) -> AnalysisResult:
     """Analyse one 2-D image (any dtype; RGB and complex included) and return findings in pixels.
 
@@ -60,6 +61,7 @@ def analyze_array(
     image sent and is recorded in `preprocessing`; boxes still come back in pixels of `array`. `evidence`
     (default: on for the ptychography task) measures the image as sent and compares it with the model's
     labels. `recon_settings` (free text) goes in the prompt and, for the record, in `evidence`.
+    `crop` (an SEM image without its data bar, `sem_context.sem_options`) is the region the model is shown.
     """
     from napari_fracto.prompts import PROMPT_VERSION
     from napari_fracto.request import AnalysisRequest
@@ -71,6 +73,7 @@ def analyze_array(
         source=source,
         complex_part=complex_part,
         display=display,
+        crop=crop,
         tiles=max(int(tiles), 1),
         max_image_tokens=max_image_tokens,
         max_new_tokens=max_new_tokens,

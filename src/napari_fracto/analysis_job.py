@@ -86,6 +86,7 @@ class AnalysisJob:
 
     def _analyze(self, array: np.ndarray, examples: Any) -> AnalysisResult:
         from napari_fracto.analysis import analyze_array
+        from napari_fracto.sem_context import sem_options
 
         if self.backend is None:
             self.backend = self.make_backend(self.settings, self.api_key)
@@ -94,7 +95,6 @@ class AnalysisJob:
             array,
             task=self.task,
             backend=self.backend,
-            context=self.context,
             max_image_tokens=self.settings.max_image_tokens,
             max_new_tokens=self.settings.max_new_tokens,
             tiles=self.tiles,
@@ -106,4 +106,5 @@ class AnalysisJob:
             examples=examples,
             cancel=self.cancel,
             progress=self.progress,
+            **sem_options(self.source, array, self.context, display=self.display),
         )

@@ -83,6 +83,7 @@ def run_batch(
 ) -> BatchSummary:
     """Analyse every image under `paths`; `concurrency` requests in flight (server backends batch them)."""
     from napari_fracto.analysis import analyze_array
+    from napari_fracto.sem_context import sem_options
 
     files = list(iter_image_files(paths))
     summary = BatchSummary()
@@ -111,8 +112,8 @@ def run_batch(
                         item.array,
                         task=task,
                         backend=backend,
-                        context=context,
                         source=item.source,
+                        **sem_options(item.source, item.array, context, display=options.get("display")),
                         cancel=cancel,
                         **options,
                     )

@@ -66,11 +66,12 @@ class AnalysisContext:
 
     material: str = ""
     sample_type: str = ""
-    magnification: str = ""
+    magnification: str = ""  # with the scale and field of view when the instrument says (io.sem_metadata)
     notes: str = ""
+    instrument: str = ""  # SEM settings from the file's metadata: model, kV, WD, detector, tilt
 
     def is_empty(self) -> bool:
-        return not any((self.material, self.sample_type, self.magnification, self.notes))
+        return not any((self.material, self.sample_type, self.magnification, self.notes, self.instrument))
 
     def to_dict(self) -> dict[str, str]:
         return asdict(self)

@@ -340,3 +340,22 @@ def _check_rgb(rgb: np.ndarray) -> np.ndarray:
     if rgb.size == 0:
         raise ImageError("the image is empty; open or select an image that has pixels")
     return np.ascontiguousarray(rgb)
+
+
+def apply_palette(indices: Any, colormap: Any) -> np.ndarray:
+    """Colours of an indexed (palette) image: what the instrument showed, not the raw indices.
+
+    `colormap` is TIFF's (3, N) table (16-bit, or 8-bit values). A grey palette (R = G = B, the Zeiss
+    case) gives one grey channel, anything else RGB; 8-bit where the table allows it.
+    """
+    table = np.asarray(colormap)
+    if table.ndim != 2 or table.shape[0] != 3:
+        raise ImageError(f"a palette must be a 3 x N colour table, got shape {table.shape}")
+    if table.max(initial=0) > 255:
+        table = np.round(table / 257.0) if np.all(table % 257 == 0) else table
+    dtype = np.uint8 if table.max(initial=0) <= 255 else np.uint16
+    table = table.astype(dtype)
+    idx = np.clip(np.asarray(indices), 0, table.shape[1] - 1)
+    if np.array_equal(table[0], table[1]) and np.array_equal(table[1], table[2]):
+        return table[0][idx]
+    return np.moveaxis(table[:, idx], 0, -1)

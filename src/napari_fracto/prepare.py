@@ -93,6 +93,8 @@ def prepare(request: AnalysisRequest, array: Any) -> ModelInput:
     plane = imaging.as_plane(array)  # `request.plane` names where the plane sat; `array` is that plane
     region = request.crop.as_slices() if request.crop is not None else None
     prepared = prepare_image(plane, request.display, part=request.complex_part, region=region)
+    if request.display is None and request.crop is not None:  # an SEM image without its data bar
+        prepared = _without_bar(prepared, request)
     shown = prepared.image
     height, width = shown.shape[:2]
     tiles: list[Tile] = []
@@ -115,6 +117,21 @@ def prepare(request: AnalysisRequest, array: Any) -> ModelInput:
     return ModelInput(
         shown, prepared.offset, tiles, prepared.preprocessing, prepared.evidence_input, problems
     )
+
+
+def _without_bar(prepared: Any, request: AnalysisRequest) -> Any:
+    """The stored image cut to `request.crop` (boxes map back through the offset), said in words."""
+    from dataclasses import replace
+
+    crop = request.crop
+    cut = prepared.image[crop.as_slices()]
+    text = f"instrument data bar left out: cropped to rows {crop.r0}:{crop.r1}, columns {crop.c0}:{crop.c1}"
+    if not request.context.magnification.strip():
+        text += (
+            "; no pixel size in the file's metadata and the bar's scale is not read (no text recognition):"
+            " type the magnification or pixel size into the context"
+        )
+    return replace(prepared, image=cut, offset=(crop.r0, crop.c0), preprocessing=text, evidence_input=cut)
 
 
 def tile_regions(width: int, height: int, tiles: int) -> list[Region]:
@@ -163,6 +180,7 @@ def chat(
         max_new_tokens=request.max_new_tokens,
         advice_vocab=advice_vocab,
         recon_settings=request.recon_settings.strip(),
+        localise=vocab.boxes,  # a task defined without boxes is asked for labels only
     )
 
 

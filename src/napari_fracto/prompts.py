@@ -124,6 +124,7 @@ def context_text(context: AnalysisContext | None) -> str:
         ("Material", context.material),
         ("Sample type", context.sample_type),
         ("Magnification", context.magnification),
+        ("Instrument", context.instrument),
         ("Notes", context.notes),
     ]
     lines = [f"{name}: {value.strip()}" for name, value in fields if value and value.strip()]

@@ -15,6 +15,11 @@ File format (TOML; a built-in file has all keys, a user file only what it change
     definition = "Flat crystallographic facets ..."   # one line, shown in prompts and tooltips
     synonyms = ["transgranular cleavage"]             # mapped to the name when parsing answers
     exclusive = false                    # true: this label excludes all others ("No obvious artifacts")
+    implies = ["ductile overload"]       # optional: labels of the file's `mode_task` this one evidences
+
+``boxes = false`` asks the model for labels only (no boxes), for tasks whose classes cover the image.
+A file may name an upper level, ``mode_task = "fracture-mode"``: its labels' ``implies`` are labels of
+that vocabulary (features -> failure modes; see `failure_modes`).
 
 A user label whose name matches a built-in label adds its synonyms to it and, if it has a
 ``definition``, replaces the built-in one; any other user label is appended and needs a definition. A user
@@ -56,6 +61,7 @@ class Label:
     definition: str
     synonyms: tuple[str, ...] = ()
     exclusive: bool = False
+    implies: tuple[str, ...] = ()  # labels of the `mode_task` vocabulary this feature evidences
 
 
 def normalize(text: str) -> str:
@@ -89,6 +95,8 @@ class Vocabulary:
     title: str
     labels: tuple[Label, ...]
     description: str = ""
+    boxes: bool = True  # False: the model is asked for labels only (no bbox_2d), e.g. whole-image classes
+    mode_task: str = ""  # the upper level (failure modes) its labels' `implies` name, e.g. "fracture-mode"
     _index: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -232,12 +240,15 @@ def _file_model() -> Any:
         definition: str = ""
         synonyms: list[str] = []
         exclusive: bool = False
+        implies: list[str] = []
 
     class FileSpec(BaseModel):
         model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
         version: str = ""
         title: str = ""
         description: str = ""
+        mode_task: str = ""
+        boxes: bool | None = None
         labels: list[LabelSpec] = []
 
     return FileSpec
@@ -270,12 +281,16 @@ def _build(task: str, data: dict[str, Any], source: str, *, require_version: boo
     if not spec.labels:
         raise VocabularyError(f"{source}: no [[labels]] defined")
     labels = tuple(
-        Label(lab.name, lab.definition, tuple(dict.fromkeys(lab.synonyms)), lab.exclusive)
+        Label(lab.name, lab.definition, tuple(dict.fromkeys(lab.synonyms)), lab.exclusive,
+              tuple(dict.fromkeys(lab.implies)))
         for lab in spec.labels
-    )
+    )  # fmt: skip
     version = spec.version if require_version else f"user-{spec.version or '0'}"
     try:
-        return Vocabulary(task, version, spec.title, labels, spec.description)
+        return Vocabulary(
+            task, version, spec.title, labels, spec.description,
+            boxes=spec.boxes is not False, mode_task=spec.mode_task,
+        )  # fmt: skip
     except VocabularyError as exc:
         raise VocabularyError(f"{source}: {exc}") from exc
 
@@ -296,6 +311,7 @@ def _merge(base: Vocabulary, data: dict[str, Any], source: str) -> Vocabulary:
                     )
                 ),
                 old.exclusive or lab.exclusive,
+                tuple(dict.fromkeys((*old.implies, *lab.implies))),
             )
         elif lab.name in labels:
             raise VocabularyError(f"{source}: label {lab.name!r} is defined twice")
@@ -305,12 +321,15 @@ def _merge(base: Vocabulary, data: dict[str, Any], source: str) -> Vocabulary:
                     f"{source}: new label {lab.name!r} needs a definition (one line, used in prompts)"
                 )
             labels[lab.name] = Label(
-                lab.name, lab.definition, tuple(dict.fromkeys(lab.synonyms)), lab.exclusive
-            )
+                lab.name, lab.definition, tuple(dict.fromkeys(lab.synonyms)), lab.exclusive,
+                tuple(dict.fromkeys(lab.implies)),
+            )  # fmt: skip
     version = f"{base.version}+{spec.version or 'user'}"
     try:
         return Vocabulary(
-            base.task, version, base.title, tuple(labels.values()), spec.description or base.description
-        )
+            base.task, version, base.title, tuple(labels.values()), spec.description or base.description,
+            boxes=base.boxes if spec.boxes is None else spec.boxes,
+            mode_task=spec.mode_task or base.mode_task,
+        )  # fmt: skip
     except VocabularyError as exc:
         raise VocabularyError(f"{source}: {exc}") from exc

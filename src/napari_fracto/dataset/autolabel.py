@@ -70,7 +70,9 @@ def context_for(
     if row is not None:
         ctx = replace(ctx, **{f: getattr(row, f) for f in _FIELDS if getattr(row, f)})
     sidecar = path.with_suffix(".txt")
-    if sidecar.is_file():
+    from napari_fracto.io.sem_metadata import from_sidecar
+
+    if sidecar.is_file() and from_sidecar(path) is None:  # a JEOL/Hitachi .txt is instrument metadata
         text = sidecar.read_text(encoding="utf-8", errors="replace").strip()
         if text:
             ctx = replace(ctx, notes="\n".join(v for v in (ctx.notes, text) if v))
@@ -100,6 +102,8 @@ def autolabel(
     """
     from napari_fracto.analysis import analyze_array
     from napari_fracto.batch import analysis_inputs, iter_image_files
+    from napari_fracto.micrograph_check import check_micrograph
+    from napari_fracto.sem_context import sem_options
 
     base = context or AnalysisContext()
     files = list(iter_image_files(paths))
@@ -111,6 +115,8 @@ def autolabel(
             inputs = analysis_inputs(path, part)
             ctx = context_for(path, base, contexts)
             for item in inputs:
+                if analyze_options.get("display") is None:
+                    check_micrograph(item.array)  # a label mask is reported, and never stored
                 # the stored image is the array analysed, so prepare(request, stored) shows the same pixels;
                 # a single-image file the dataset can keep is kept byte for byte (it reads back the same)
                 if len(inputs) == 1 and item.geometry is None and path.suffix.lower() in STORABLE:
@@ -121,8 +127,9 @@ def autolabel(
                     summary.already_labelled += 1
                     continue
                 result = analyze_array(
-                    item.array, task=task, backend=backend, context=ctx, source=item.source, cancel=cancel,
+                    item.array, task=task, backend=backend, source=item.source, cancel=cancel,
                     complex_part=item.complex_part or part, geometry=item.geometry, **analyze_options,
+                    **sem_options(item.source, item.array, ctx, display=analyze_options.get("display")),
                 )  # fmt: skip
                 ds.save_prediction(image_id, result, notes=f"autolabel of {item.source}")
                 summary.predicted += 1

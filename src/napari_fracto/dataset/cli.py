@@ -16,6 +16,7 @@ from pathlib import Path
 def add_dataset_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register `dataset` and its actions on the top-level `napari-fracto` sub-parsers."""
     from napari_fracto.cli import add_backend_arguments, add_request_arguments
+    from napari_fracto.dataset.folder_import import add_folder_arguments
 
     parser = subparsers.add_parser(
         "dataset", help="the corrections dataset: info, validate, export, import, split, autolabel"
@@ -64,6 +65,7 @@ def add_dataset_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     p.add_argument("--task", help="task of the labels (default: ptychography for PtychoBench)")
     p.add_argument("--images", type=Path, help="PtychoBench: folder holding the images")
     p.add_argument("--name", help="name of the dataset when it is created by this import")
+    add_folder_arguments(p)
 
     from napari_fracto.papers.cli import HELP as PAPERS_HELP
     from napari_fracto.papers.cli import add_arguments as add_papers_arguments
@@ -195,23 +197,24 @@ def _export(args: argparse.Namespace) -> int:
 
 def _import(args: argparse.Namespace) -> int:
     from napari_fracto.dataset import Dataset, importers
+    from napari_fracto.dataset.folder_import import run_folder_import
 
+    if args.format == "folders":
+        if not args.task:
+            print("error: --task is required with --format folders", file=sys.stderr)
+            return 2
+        return run_folder_import(args)
     with Dataset.open_or_create(args.dataset, name=args.name) as ds:
-        if args.format == "ptychobench":
-            summary = importers.import_ptychobench(
-                ds, args.source, images_dir=args.images, task=args.task or "ptychography"
-            )
-        elif args.format == "ptychobench-params":
+        if args.format == "ptychobench-params":
             from napari_fracto.dataset.ptychobench import import_ptychobench_params
 
             summary = import_ptychobench_params(
                 ds, args.source, images_dir=args.images, task=args.task or "ptychography"
             )
         else:
-            if not args.task:
-                print("error: --task is required with --format folders", file=sys.stderr)
-                return 2
-            summary = importers.import_class_folders(ds, args.source, task=args.task)
+            summary = importers.import_ptychobench(
+                ds, args.source, images_dir=args.images, task=args.task or "ptychography"
+            )
     print(summary.describe())
     return 1 if summary.skipped else 0
 

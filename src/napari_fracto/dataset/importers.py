@@ -21,12 +21,13 @@ import json
 import os
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import TYPE_CHECKING, Any
 
 from napari_fracto.dataset.blobs import confined
+from napari_fracto.dataset.label_mapping import FolderMatch, match_folder
 from napari_fracto.dataset.model import DatasetError, Status
 from napari_fracto.findings import AnalysisContext, Finding
 
@@ -239,6 +240,32 @@ def import_ptychobench(
     return summary
 
 
+def plan_class_folders(
+    root: str | os.PathLike[str],
+    vocab: Any,
+    mapping: Mapping[str, tuple[str, ...]] | None = None,
+    suffixes: Sequence[str] = STORABLE,
+) -> list[tuple[FolderMatch, list[Path]]]:
+    """Each class folder's labels (see `label_mapping.match_folder`) and the image files under it.
+
+    Nothing is written: the CLI's dry run prints this, and an import that would match nothing stops here
+    before a dataset is created.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root} is not a folder of class folders")
+    folders = sorted(
+        (p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name.lower()
+    )
+    if not folders:
+        raise DatasetError(f"{root} has no class folders; put each class's images in a folder named after it")
+    plan = []
+    for folder in folders:
+        files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+        plan.append((match_folder(folder.name, vocab, mapping), files))
+    return plan
+
+
 def import_class_folders(
     ds: Dataset,
     root: str | os.PathLike[str],
@@ -246,31 +273,24 @@ def import_class_folders(
     task: str,
     reviewer: str | None = None,
     suffixes: Sequence[str] = STORABLE,
+    mapping: Mapping[str, tuple[str, ...]] | None = None,
 ) -> ImportSummary:
-    """Import `root/<class name>/<image>`: the folder name is the label (vocabulary synonyms allowed).
+    """Import `root/<class name>/<image>`: the folder name is the label (words, synonyms or `mapping`).
 
     The same image (by content) in several class folders gets all their labels: multi-label sets work.
     """
     from napari_fracto.vocabulary import load_vocabulary
 
     root = Path(root)
-    if not root.is_dir():
-        raise DatasetError(f"{root} is not a folder of class folders")
     vocab = load_vocabulary(task)
+    plan = plan_class_folders(root, vocab, mapping, suffixes)
     summary = ImportSummary()
     labels_of: dict[str, list[str]] = {}
-    folders = sorted(
-        (p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name.lower()
-    )
-    if not folders:
-        raise DatasetError(f"{root} has no class folders; put each class's images in a folder named after it")
-    for folder in folders:
-        label = vocab.canonical(folder.name)
-        if label is None:
-            summary.unknown_labels[folder.name] += 1
-            summary.skipped.append(
-                f"folder {folder.name!r}: not a {task} label or synonym (known: {', '.join(vocab.names())})"
-            )
+    for match, _ in plan:
+        folder = root / match.folder
+        if not match.matched:
+            summary.unknown_labels[match.folder] += 1
+            summary.skipped.append(f"folder {match.folder!r}: {match.how}")
             continue
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
             try:
@@ -290,12 +310,19 @@ def import_class_folders(
             if image_id not in labels_of:
                 summary.images += 1
             labels_of.setdefault(image_id, [])
-            if label not in labels_of[image_id]:
-                labels_of[image_id].append(label)
+            for label in match.labels:
+                if label not in labels_of[image_id]:
+                    labels_of[image_id].append(label)
     for image_id, labels in labels_of.items():
         _save(ds, image_id, task, labels, f"imported from class folders {root.name}", reviewer or "", None,
               summary)  # fmt: skip
     return summary
 
 
-__all__ = ["ImportSummary", "import_class_folders", "import_ptychobench", "parse_answer_labels"]
+__all__ = [
+    "ImportSummary",
+    "import_class_folders",
+    "import_ptychobench",
+    "parse_answer_labels",
+    "plan_class_folders",
+]

@@ -155,9 +155,16 @@ def read_tiff(path: Path) -> list[LayerDataTuple]:
         rgb = axes.endswith("S") and series.shape[-1] in (3, 4)
         pixel, source = tiff_pixel_size(tif)
         data = _tiff_data(path, tif, series)
+        page = tif.pages.first
+        if page.photometric == tifffile.PHOTOMETRIC.PALETTE and page.colormap is not None and not rgb:
+            from napari_fracto.imaging import apply_palette
+
+            data = apply_palette(data, page.colormap)  # Zeiss saves indexed images: show the colours
+            rgb = data.ndim == len(series.shape) + 1
     if data.size == 0:
         raise ReaderError(f"{path.name} contains an empty image (shape {data.shape})")
     metadata: dict[str, Any] = {"source_path": str(path), "tiff_axes": axes}
+    pixel, source = _with_instrument(path, metadata, pixel, source)
     geometry: dict[str, Any] = {}
     if pixel is not None:
         geometry = _physical_geometry(pixel, data.ndim - (1 if rgb else 0))
@@ -166,6 +173,21 @@ def read_tiff(path: Path) -> list[LayerDataTuple]:
         return complex_layers(data, path.stem, metadata, **geometry)
     kwargs: dict[str, Any] = {"name": path.stem, "rgb": rgb, "metadata": metadata, **geometry}
     return [(data, kwargs, "image")]
+
+
+def _with_instrument(
+    path: Path, metadata: dict[str, Any], pixel: tuple[float, float] | None, source: str
+) -> tuple[tuple[float, float] | None, str]:
+    """Record the SEM's settings (`metadata["instrument"]`); its pixel size when the tags gave none."""
+    from napari_fracto.io.sem_metadata import read_instrument
+
+    inst = read_instrument(path)
+    if inst is None:
+        return pixel, source
+    metadata["instrument"] = inst.to_dict()
+    if pixel is None and inst.pixel_size_um:
+        return (inst.pixel_size_um * 1e-6,) * 2, inst.source
+    return pixel, source
 
 
 def _tiff_data(path: Path, tif: Any, series: Any) -> np.ndarray:
@@ -252,8 +274,13 @@ def read_pil(path: Path) -> list[LayerDataTuple]:
     """Ordinary images via Pillow: RGB stays RGB (rgb=True), palettes become RGB(A), 16-bit stays 16-bit."""
     from PIL import Image, UnidentifiedImageError
 
+    from napari_fracto.io.pil_images import TooLargeError, decode_direct, open_image, to_array
+
     try:
-        with Image.open(path) as image:
+        with open_image(path) as image:
+            direct = decode_direct(path, image)
+            if direct is not None:
+                return _pil_layer(path, direct)
             image.load()
             if image.mode in ("P", "PA"):
                 image = image.convert("RGBA" if "transparency" in image.info or image.mode == "PA" else "RGB")
@@ -261,8 +288,10 @@ def read_pil(path: Path) -> list[LayerDataTuple]:
                 image = image.convert("RGB")
             elif image.mode == "LA":
                 image = image.convert("L")
-            data = np.asarray(image)
+            data = to_array(image)
             mode = image.mode
+    except TooLargeError as exc:
+        raise ReaderError(str(exc)) from exc
     except Image.DecompressionBombError as exc:
         raise ReaderError(
             f"{path.name} has more pixels than Pillow opens safely ({exc}); save it as TIFF, which is "
@@ -277,8 +306,18 @@ def read_pil(path: Path) -> list[LayerDataTuple]:
         raise ReaderError(f"{path.name} is truncated or corrupt ({exc}); re-export or re-copy it") from exc
     if mode == "1":
         data = data.astype(np.uint8) * np.uint8(255)
+    return _pil_layer(path, data)
+
+
+def _pil_layer(path: Path, data: np.ndarray) -> list[LayerDataTuple]:
     rgb = data.ndim == 3 and data.shape[-1] in (3, 4)
-    return [(data, {"name": path.stem, "rgb": rgb, "metadata": {"source_path": str(path)}}, "image")]
+    metadata: dict[str, Any] = {"source_path": str(path)}
+    kwargs: dict[str, Any] = {"name": path.stem, "rgb": rgb, "metadata": metadata}
+    pixel, source = _with_instrument(path, metadata, None, "")  # JEOL/Hitachi sidecar .txt
+    if pixel is not None:
+        kwargs.update(_physical_geometry(pixel, 2))
+        metadata.update(pixel_size_m=pixel, pixel_size_source=source)
+    return [(data, kwargs, "image")]
 
 
 # --- numpy and HDF5 ------------------------------------------------------------------------------

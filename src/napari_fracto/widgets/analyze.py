@@ -173,6 +173,7 @@ class AnalyzeWidget(FormMixin, AdaptersMixin, LayersMixin, ResultsMixin, QWidget
             sample_type=self.sample_type_edit.text().strip(),
             magnification=self.magnification_edit.text().strip(),
             notes=self.notes_edit.text().strip(),
+            instrument=self.instrument_edit.text().strip(),
         )
 
     # ---- running --------------------------------------------------------------------------------------

@@ -86,9 +86,16 @@ class FormMixin:
         self.magnification_edit = QLineEdit()
         self.magnification_edit.setPlaceholderText("e.g. 2000x, 10 nm pixels")
         self.notes_edit = QLineEdit()
+        self.instrument_edit = QLineEdit()
+        self.instrument_edit.setPlaceholderText("from the SEM file when it says: model, kV, WD, detector")
         sform.addRow("Material", self.material_edit)
         sform.addRow("Sample type", self.sample_type_edit)
         sform.addRow("Magnification", self.magnification_edit)
+        sform.addRow("Instrument", self.instrument_edit)
+        from napari_fracto.widgets.reader_offer import ReaderOffer
+
+        self.reader_offer = ReaderOffer()
+        sform.addRow(self.reader_offer)
         sform.addRow("Notes", self.notes_edit)
         self.sample_section = _Section("Sample (helps the model)", sample, expanded=True)
         layout.addWidget(self.sample_section)

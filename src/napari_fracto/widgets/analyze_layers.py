@@ -86,6 +86,9 @@ class LayersMixin:
             if name in self._results:
                 result, _plane = self._results[name]
                 self._show_panel(result)
+        from napari_fracto.widgets.analyze_instrument import fill_fields
+
+        fill_fields(self, self._selected_layer())  # the SEM's magnification and settings, unless typed
         self._update_display()
 
     def _clear_result_view(self) -> None:
@@ -132,6 +135,10 @@ class LayersMixin:
             if active is not None and active.name in names:
                 self.image_combo.setCurrentText(active.name)
         self.image_combo.blockSignals(False)
+        if self.image_combo.currentText() != current:
+            from napari_fracto.widgets.analyze_instrument import fill_fields
+
+            fill_fields(self, self._selected_layer())
         self._set_busy(self._job is not None)
         # only which options apply: layers come and go here (napari closing, the display layer itself),
         # and re-adding a display layer from this event would fight them
