@@ -17,6 +17,7 @@ from typing import Any
 from napari_fracto import __version__
 from napari_fracto.errors import UserError
 from napari_fracto.findings import AnalysisContext
+from napari_fracto.inflight import in_flight_for
 from napari_fracto.settings import BackendSettings, load_settings
 
 
@@ -31,12 +32,28 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--dtype", choices=["auto", "bfloat16", "float16", "float32"])
     group.add_argument("--max-image-tokens", type=int, help="image-token budget per image (32x32 px a token)")
     group.add_argument("--max-new-tokens", type=int, help="longest answer, in tokens")
+    group.add_argument(
+        "--batch-size",
+        type=positive_int,
+        help="local model: requests generated together (more fills a GPU; answers are the same)",
+    )
     group.add_argument("--timeout", type=float, dest="timeout_s", help="seconds per request (openai)")
     group.add_argument("--api-key-env", help="environment variable holding the API key (never a flag)")
     group.add_argument("--trust-remote-code", action="store_true", default=None)
     group.add_argument(
         "--allow-remote", action="store_true", help="send images to a non-local server without asking"
     )
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1 (a clear usage error otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def add_request_arguments(parser: argparse.ArgumentParser, *, overrides: bool = False) -> None:
@@ -120,6 +137,7 @@ def settings_from_args(args: argparse.Namespace) -> BackendSettings:
         "dtype": args.dtype,
         "max_image_tokens": args.max_image_tokens,
         "max_new_tokens": args.max_new_tokens,
+        "batch_size": getattr(args, "batch_size", None),
         "timeout_s": args.timeout_s,
         "api_key_env": args.api_key_env,
         "trust_remote_code": args.trust_remote_code,
@@ -178,7 +196,12 @@ def _add_analyze_parser(subparsers) -> None:
     p.add_argument("--task", required=True, help="fracture or ptychography (or a user vocabulary)")
     p.add_argument("--out", type=Path, help="append one JSON record per image to this file")
     p.add_argument("--csv", type=Path, help="write one row per finding to this CSV file")
-    p.add_argument("--concurrency", type=int, default=1, help="requests in flight (servers batch them)")
+    p.add_argument(
+        "--concurrency",
+        type=positive_int,
+        default=1,
+        help="requests in flight (servers batch them; at least --batch-size for a local model)",
+    )
     add_request_arguments(p)
     p.add_argument("--examples-from", type=Path, metavar="DATASET", help="corrections dataset for examples")
     p.add_argument("--shots", type=int, default=0, help="solved examples put in the prompt (in-context)")
@@ -251,7 +274,7 @@ def _run_analyze(args: argparse.Namespace) -> int:
                 task=args.task,
                 out_jsonl=args.out,
                 out_csv=args.csv,
-                concurrency=args.concurrency,
+                concurrency=in_flight_for(settings, args.concurrency),
                 context=context,
                 part=args.part,
                 on_progress=progress,

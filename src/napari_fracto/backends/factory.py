@@ -20,6 +20,7 @@ def make_backend(settings: BackendSettings, api_key: str | None = None) -> Backe
             trust_remote_code=settings.trust_remote_code,
             quantization=settings.quantization,
             constrained=settings.constrained_decoding,
+            batch_size=settings.batch_size,
         )
     from napari_fracto.backends.openai_backend import OpenAIBackend
 
