@@ -195,6 +195,11 @@ def _add_analyze_parser(subparsers) -> None:
     p.add_argument("paths", nargs="+", type=Path, help="image files and folders (searched recursively)")
     p.add_argument("--task", required=True, help="fracture or ptychography (or a user vocabulary)")
     p.add_argument("--out", type=Path, help="append one JSON record per image to this file")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip the images --out already holds, asked the same way (same request and model)",
+    )
     p.add_argument("--csv", type=Path, help="write one row per finding to this CSV file")
     p.add_argument(
         "--concurrency",
@@ -215,20 +220,26 @@ def _add_analyze_parser(subparsers) -> None:
 
 @contextlib.contextmanager
 def progress_bar(desc: str, unit: str = "file") -> Iterator[Callable[[int, int], None]]:
-    """A progress bar on stderr, fed by the `(done, total)` callbacks the batch functions take."""
+    """A progress bar on stderr (rate and time left), fed by the `(done, total)` callbacks of batches."""
     from tqdm import tqdm
 
-    bar = tqdm(unit=unit, desc=desc, file=sys.stderr, dynamic_ncols=True)
+    bar = tqdm(unit=unit, desc=desc, file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
 
     def update(done: int, total: int) -> None:
         bar.total = total
-        bar.n = done
-        bar.refresh()
+        bar.update(done - bar.n)  # through update(), so the bar's rate and time left follow the work
 
     try:
         yield update
     finally:
         bar.close()
+
+
+def report_notice(message: str) -> None:
+    """Something the user should know that is not a failure (a repaired results file), above the bar."""
+    from tqdm import tqdm
+
+    tqdm.write(f"note: {message}", file=sys.stderr)
 
 
 def report_failure(source: str, message: str) -> None:
@@ -258,6 +269,9 @@ def _run_analyze(args: argparse.Namespace) -> int:
         return 2
     if not confirm_remote(settings, args.allow_remote):
         return 2
+    if args.resume and args.out is None:
+        print("error: --resume needs --out results.jsonl (the file to resume)", file=sys.stderr)
+        return 2
     context = context_from_args(args)
     backend = make_backend(settings)  # cheap: a local model loads on first use
     try:
@@ -266,6 +280,15 @@ def _run_analyze(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    shown: list[Any] = []  # what is printed at the end (nothing kept when results go to a file)
+    uncropped: list[str] = []
+
+    def on_result(result: Any) -> None:
+        if "not cropped" in result.preprocessing:
+            uncropped.append(result.source)
+        if args.out is None and args.csv is None:
+            shown.append((result.source, result.labels))
+
     try:
         with progress_bar("analyse") as progress:
             summary = run_batch(
@@ -279,6 +302,10 @@ def _run_analyze(args: argparse.Namespace) -> int:
                 part=args.part,
                 on_progress=progress,
                 on_failure=report_failure,
+                on_notice=report_notice,
+                on_result=on_result,
+                resume=args.resume,
+                keep_results=False,
                 examples=examples or (),
                 max_image_tokens=settings.max_image_tokens,
                 max_new_tokens=settings.max_new_tokens,
@@ -288,18 +315,16 @@ def _run_analyze(args: argparse.Namespace) -> int:
         backend.close()
         if examples is not None:
             examples.close()
-    if args.out is None and args.csv is None:
-        for result in summary.results:
-            labels = ", ".join(result.labels) or "(nothing found)"
-            print(f"{result.source}\t{labels}")
-    uncropped = [r.source for r in summary.results if "not cropped" in r.preprocessing]
+    for source, labels in shown:
+        print(f"{source}\t{', '.join(labels) or '(nothing found)'}")
     if args.crop_scanned and uncropped:
         print(
             f"note: {len(uncropped)} image(s) not cropped, their files hold no scan positions or probe "
             f"(e.g. {uncropped[0]}); analysed whole",
             file=sys.stderr,
         )
-    print(f"{summary.analysed} image(s) analysed, {len(summary.failures)} failed.", file=sys.stderr)
+    held = f", {summary.skipped} already in {args.out}" if args.resume else ""
+    print(f"{summary.analysed} image(s) analysed{held}, {len(summary.failures)} failed.", file=sys.stderr)
     return 1 if summary.failures else 0
 
 
