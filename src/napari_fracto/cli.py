@@ -24,7 +24,11 @@ from napari_fracto.settings import BackendSettings, load_settings
 def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags shared by every sub-command that talks to a model; unset flags fall back to saved settings."""
     group = parser.add_argument_group("backend (defaults: the settings saved by the Analyze widget)")
-    group.add_argument("--backend", choices=["transformers", "openai"], help="local model or a server")
+    group.add_argument(
+        "--backend",
+        choices=["transformers", "openai", "vllm"],
+        help="local model, a server, or vLLM's offline engine (Linux + CUDA GPU)",
+    )
     group.add_argument("--model", help="hub id or local directory (transformers); served model name (openai)")
     group.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
     group.add_argument("--adapter", help="LoRA adapter directory (transformers) or served LoRA name (vLLM)")

@@ -22,7 +22,8 @@ R = TypeVar("R")
 
 def in_flight_for(settings: BackendSettings, concurrency: int = 1) -> int:
     """Requests to keep in flight: at least the local backend's batch size, so its batches can fill."""
-    return max(int(concurrency), settings.batch_size if settings.kind == "transformers" else 1)
+    local = settings.kind in ("transformers", "vllm")
+    return max(int(concurrency), settings.batch_size if local else 1)
 
 
 def in_flight(

@@ -28,7 +28,7 @@ class BackendSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    kind: Literal["transformers", "openai"] = "transformers"
+    kind: Literal["transformers", "openai", "vllm"] = "transformers"
     model: str = DEFAULT_LOCAL_MODEL
     base_url: str = ""
     adapter: str = ""

@@ -22,6 +22,18 @@ def make_backend(settings: BackendSettings, api_key: str | None = None) -> Backe
             constrained=settings.constrained_decoding,
             batch_size=settings.batch_size,
         )
+    if settings.kind == "vllm":
+        from napari_fracto.backends.vllm_backend import VLLMBackend
+
+        return VLLMBackend(
+            settings.model,
+            adapter=settings.adapter or None,
+            dtype=settings.dtype,
+            max_image_tokens=settings.max_image_tokens,
+            batch_size=max(settings.batch_size, 8),  # the engine schedules continuously: keep it fed
+            trust_remote_code=settings.trust_remote_code,
+            constrained=settings.constrained_decoding,
+        )
     from napari_fracto.backends.openai_backend import OpenAIBackend
 
     return OpenAIBackend(
