@@ -194,6 +194,7 @@ class _AskedBefore:
         self.log = log
         self.skipped = 0
         self._lock = threading.Lock()
+        self._fingerprints: dict[str, str] = {}
         if log is None or not log.done:
             self.log = None
             return
@@ -210,17 +211,20 @@ class _AskedBefore:
             self.shots = 0 if callable(examples) else len(examples)
         self._default_part = str(options.get("complex_part", "phase"))
 
-    def _fingerprint(self, source: str, complex_part: str) -> str:
+    def _fingerprint(self, complex_part: str) -> str:
+        """The same for every source (the source is the key's other half): computed once per part."""
         from napari_fracto.analysis import analysis_request
         from napari_fracto.results_log import ask_fingerprint
 
-        request = analysis_request(
-            self.vocab, source=source, complex_part=complex_part, context=self.context, **self.options
-        ).with_changes(backend=self.backend)
-        return ask_fingerprint(request, self.shots)
+        if complex_part not in self._fingerprints:
+            request = analysis_request(
+                self.vocab, complex_part=complex_part, context=self.context, **self.options
+            ).with_changes(backend=self.backend)
+            self._fingerprints[complex_part] = ask_fingerprint(request, self.shots)
+        return self._fingerprints[complex_part]
 
     def _held(self, source: str, complex_part: str) -> bool:
-        if self.log is None or not self.log.has(source, self._fingerprint(source, complex_part)):
+        if self.log is None or not self.log.has(source, self._fingerprint(complex_part)):
             return False
         with self._lock:
             self.skipped += 1

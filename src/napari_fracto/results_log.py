@@ -46,13 +46,31 @@ _READ_CHUNK = 1 << 16
 def ask_fingerprint(request: AnalysisRequest, shots: int | None = None) -> str:
     """A short hash of what `request` asks and of the model that answers it (kind, model, adapter, host).
 
-    `shots`: in-context examples asked for (default: as many as the request holds).
+    `shots`: in-context examples asked for (default: as many as the request holds). The source is not
+    part of it (it is the other half of a result's key).
     """
-    data = request.to_dict()
-    asked = {key: data[key] for key in ASKED}
-    asked["backend"] = data["backend"]
-    asked["shots"] = len(request.examples) if shots is None else int(shots)
+    return fingerprint_of(request.to_dict(), shots)
+
+
+def fingerprint_of(data: dict[str, Any], shots: int | None = None) -> str:
+    """`ask_fingerprint` of a request as `AnalysisRequest.to_dict` wrote it (a JSONL record's `request`)."""
+    defaults = _defaults()
+    asked = {key: data.get(key, defaults[key]) for key in ASKED}
+    asked["backend"] = data.get("backend", defaults["backend"])
+    asked["shots"] = len(data.get("examples") or ()) if shots is None else int(shots)
     return hashlib.sha256(json.dumps(asked, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+_DEFAULTS: dict[str, Any] = {}
+
+
+def _defaults() -> dict[str, Any]:
+    """A default request's fields, for records written before a field existed."""
+    if not _DEFAULTS:
+        from napari_fracto.request import AnalysisRequest
+
+        _DEFAULTS.update(AnalysisRequest(task="-").to_dict())
+    return _DEFAULTS
 
 
 def repair_tail(path: Path) -> int:
@@ -109,13 +127,13 @@ def _lines(path: Path) -> Iterator[str]:
 
 
 def _record_key(line: str) -> tuple[str, str] | None:
-    from napari_fracto.request import AnalysisRequest, RequestError
-
     try:
         record = json.loads(line)
-        request = AnalysisRequest.from_dict(record["request"])
-        return str(record["source"]), ask_fingerprint(request)
-    except (ValueError, KeyError, TypeError, RequestError):
+        request = record["request"]
+        if not isinstance(request, dict) or not isinstance(record["source"], str):
+            return None
+        return record["source"], fingerprint_of(request)
+    except (ValueError, KeyError, TypeError):
         return None
 
 
