@@ -2,8 +2,9 @@
 
 `napari-fracto analyze FOLDER --out results.jsonl` over thousands of files must keep memory flat (results
 stream to the file, none are kept) and `--resume` must skip what is done without reading those files.
-This runs `run_batch` (the CLI's path, `keep_results=False` as the CLI does) with a scripted backend that
-answers at once, so the figures are the client's own: reading, normalising, prompt, parsing, writing.
+This runs `run_batch` (the CLI's path, `keep_results=False` as the CLI does) with a backend that answers
+at once and keeps nothing, so the figures are the client's own: reading, normalising, prompt, parsing,
+writing.
 
     .venv/bin/python benchmarks/bench_batch_stream.py --files 1000 10000
 
@@ -22,10 +23,22 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from napari_fracto.backends.base import VLMReply, VLMRequest
 from napari_fracto.batch import run_batch
-from napari_fracto.testing.scripted import ScriptedBackend
 
 ANSWER = '{"labels": [{"label": "equiaxed dimples", "confidence": 0.8, "bbox_2d": [10, 10, 400, 300]}]}'
+
+
+class _Instant:
+    """Answers at once and keeps nothing (the scripted test backend records every request)."""
+
+    name, model, adapter = "instant", "instant", None
+
+    def generate(self, request: VLMRequest) -> VLMReply:
+        return VLMReply(text=ANSWER)
+
+    def close(self) -> None:
+        pass
 
 
 def _folder(root: Path, n: int, side: int) -> Path:
@@ -41,7 +54,7 @@ def _measure(folder: Path, out: Path, resume: bool, concurrency: int) -> tuple[f
     start = time.perf_counter()
     summary = run_batch(
         [folder],
-        backend=ScriptedBackend(ANSWER),
+        backend=_Instant(),
         task="fracture",
         out_jsonl=out,
         resume=resume,
