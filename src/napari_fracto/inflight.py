@@ -16,14 +16,17 @@ from typing import TYPE_CHECKING, TypeVar
 if TYPE_CHECKING:
     from napari_fracto.settings import BackendSettings
 
+# Requests kept in flight for vLLM's engine at the least (it schedules them continuously).
+VLLM_MIN_IN_FLIGHT = 8
 J = TypeVar("J")
 R = TypeVar("R")
 
 
 def in_flight_for(settings: BackendSettings, concurrency: int = 1) -> int:
     """Requests to keep in flight: at least the local backend's batch size, so its batches can fill."""
-    local = settings.kind in ("transformers", "vllm")
-    return max(int(concurrency), settings.batch_size if local else 1)
+    if settings.kind == "vllm":  # a continuous-batching engine: keep it fed
+        return max(int(concurrency), settings.batch_size, VLLM_MIN_IN_FLIGHT)
+    return max(int(concurrency), settings.batch_size if settings.kind == "transformers" else 1)
 
 
 def in_flight(

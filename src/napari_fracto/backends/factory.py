@@ -24,13 +24,14 @@ def make_backend(settings: BackendSettings, api_key: str | None = None) -> Backe
         )
     if settings.kind == "vllm":
         from napari_fracto.backends.vllm_backend import VLLMBackend
+        from napari_fracto.inflight import in_flight_for
 
         return VLLMBackend(
             settings.model,
             adapter=settings.adapter or None,
             dtype=settings.dtype,
             max_image_tokens=settings.max_image_tokens,
-            batch_size=max(settings.batch_size, 8),  # the engine schedules continuously: keep it fed
+            batch_size=in_flight_for(settings),
             trust_remote_code=settings.trust_remote_code,
             constrained=settings.constrained_decoding,
         )
