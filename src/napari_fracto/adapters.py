@@ -29,7 +29,7 @@ def choose_adapter(settings: BackendSettings, *, keep_budget: bool = False) -> A
     backend's adapter is a served LoRA name and passes through unchanged. Raises `RegistryError` for a
     name that is neither a folder nor registered, listing the registered names.
     """
-    if not settings.adapter or settings.kind != "transformers":
+    if not settings.adapter or settings.kind not in ("transformers", "vllm"):
         return AdapterChoice(settings)
     from napari_fracto.training.registry import resolve_adapter
 

@@ -63,12 +63,54 @@ def analyze_array(
     labels. `recon_settings` (free text) goes in the prompt and, for the record, in `evidence`.
     `crop` (an SEM image without its data bar, `sem_context.sem_options`) is the region the model is shown.
     """
-    from napari_fracto.prompts import PROMPT_VERSION
-    from napari_fracto.request import AnalysisRequest
     from napari_fracto.vocabulary import load_vocabulary
 
     vocab = load_vocabulary(task) if isinstance(task, str) else task
-    request = AnalysisRequest(
+    request = analysis_request(
+        vocab,
+        source=source,
+        complex_part=complex_part,
+        display=display,
+        crop=crop,
+        tiles=tiles,
+        max_image_tokens=max_image_tokens,
+        max_new_tokens=max_new_tokens,
+        context=context,
+        recon_settings=recon_settings,
+        advice=advice,
+    )
+    return run_request(
+        request,
+        array,
+        backend,
+        examples=examples,
+        geometry=geometry,
+        evidence=evidence,
+        cancel=cancel,
+        progress=progress,
+        vocab=vocab,
+    )
+
+
+def analysis_request(
+    vocab: Vocabulary,
+    *,
+    source: str = "",
+    complex_part: str = "phase",
+    display: DisplayOptions | None = None,
+    crop: Crop | None = None,
+    tiles: int = 1,
+    max_image_tokens: int = 1024,
+    max_new_tokens: int = 512,
+    context: AnalysisContext | None = None,
+    recon_settings: str = "",
+    advice: bool = False,
+) -> AnalysisRequest:
+    """The request `analyze_array`'s options ask (the batch's resume check builds it the same way)."""
+    from napari_fracto.prompts import PROMPT_VERSION
+    from napari_fracto.request import AnalysisRequest
+
+    return AnalysisRequest(
         task=vocab.task,
         source=source,
         complex_part=complex_part,
@@ -83,16 +125,17 @@ def analyze_array(
         prompt_version=PROMPT_VERSION,
         vocabulary_version=vocab.version,
     )
-    return run_request(
-        request,
-        array,
-        backend,
-        examples=examples,
-        geometry=geometry,
-        evidence=evidence,
-        cancel=cancel,
-        progress=progress,
-        vocab=vocab,
+
+
+def backend_ref(backend: Backend) -> Any:
+    """The `request.BackendRef` a result of `backend` carries (never a key; the server's public URL)."""
+    from napari_fracto.request import BackendRef, public_url
+
+    return BackendRef(
+        kind=backend.name,
+        model=backend.model,
+        adapter=backend.adapter,
+        base_url=public_url(str(getattr(backend, "base_url", "") or "")),
     )
 
 
@@ -118,7 +161,6 @@ def run_request(
     from napari_fracto import imaging, parsing, prompts
     from napari_fracto.prepare import chat, example_refs, prepare, resolve, vocabularies
     from napari_fracto.ptycho.prepare import evidence_record
-    from napari_fracto.request import BackendRef, public_url
 
     vocab, advice_vocab = vocabularies(request, vocab)
     request = resolve(request, array, geometry)
@@ -128,12 +170,7 @@ def run_request(
     examples = list(examples)
     request = request.with_changes(
         examples=example_refs(examples),
-        backend=BackendRef(
-            kind=backend.name,
-            model=backend.model,
-            adapter=backend.adapter,
-            base_url=public_url(str(getattr(backend, "base_url", "") or "")),
-        ),
+        backend=backend_ref(backend),
         prompt_version=prompts.PROMPT_VERSION,
         vocabulary_version=vocab.version,
     )

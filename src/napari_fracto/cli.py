@@ -17,6 +17,7 @@ from typing import Any
 from napari_fracto import __version__
 from napari_fracto.errors import UserError
 from napari_fracto.findings import AnalysisContext
+from napari_fracto.inflight import in_flight_for
 from napari_fracto.settings import BackendSettings, load_settings
 
 
@@ -24,7 +25,9 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags shared by every sub-command that talks to a model; unset flags fall back to saved settings."""
     group = parser.add_argument_group("backend (defaults: the settings saved by the Analyze widget)")
     group.add_argument(
-        "--backend", choices=["transformers", "openai", "probe"], help="local model, a server, or the probe"
+        "--backend",
+        choices=["transformers", "openai", "vllm", "probe"],
+        help="local model, a server, vLLM's offline engine (Linux + CUDA GPU), or the probe",
     )
     group.add_argument("--model", help="hub id or local directory (transformers); served model name (openai)")
     group.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
@@ -33,12 +36,28 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--dtype", choices=["auto", "bfloat16", "float16", "float32"])
     group.add_argument("--max-image-tokens", type=int, help="image-token budget per image (32x32 px a token)")
     group.add_argument("--max-new-tokens", type=int, help="longest answer, in tokens")
+    group.add_argument(
+        "--batch-size",
+        type=positive_int,
+        help="local model: requests generated together (more fills a GPU; answers are the same)",
+    )
     group.add_argument("--timeout", type=float, dest="timeout_s", help="seconds per request (openai)")
     group.add_argument("--api-key-env", help="environment variable holding the API key (never a flag)")
     group.add_argument("--trust-remote-code", action="store_true", default=None)
     group.add_argument(
         "--allow-remote", action="store_true", help="send images to a non-local server without asking"
     )
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1 (a clear usage error otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def add_request_arguments(parser: argparse.ArgumentParser, *, overrides: bool = False) -> None:
@@ -122,6 +141,7 @@ def settings_from_args(args: argparse.Namespace) -> BackendSettings:
         "dtype": args.dtype,
         "max_image_tokens": args.max_image_tokens,
         "max_new_tokens": args.max_new_tokens,
+        "batch_size": getattr(args, "batch_size", None),
         "timeout_s": args.timeout_s,
         "api_key_env": args.api_key_env,
         "trust_remote_code": args.trust_remote_code,
@@ -179,8 +199,18 @@ def _add_analyze_parser(subparsers) -> None:
     p.add_argument("paths", nargs="+", type=Path, help="image files and folders (searched recursively)")
     p.add_argument("--task", required=True, help="fracture or ptychography (or a user vocabulary)")
     p.add_argument("--out", type=Path, help="append one JSON record per image to this file")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip the images --out already holds, asked the same way (same request and model)",
+    )
     p.add_argument("--csv", type=Path, help="write one row per finding to this CSV file")
-    p.add_argument("--concurrency", type=int, default=1, help="requests in flight (servers batch them)")
+    p.add_argument(
+        "--concurrency",
+        type=positive_int,
+        default=1,
+        help="requests in flight (servers batch them; at least --batch-size for a local model)",
+    )
     add_request_arguments(p)
     p.add_argument("--examples-from", type=Path, metavar="DATASET", help="corrections dataset for examples")
     p.add_argument("--shots", type=int, default=0, help="solved examples put in the prompt (in-context)")
@@ -205,20 +235,26 @@ def _add_analyze_parser(subparsers) -> None:
 
 @contextlib.contextmanager
 def progress_bar(desc: str, unit: str = "file") -> Iterator[Callable[[int, int], None]]:
-    """A progress bar on stderr, fed by the `(done, total)` callbacks the batch functions take."""
+    """A progress bar on stderr (rate and time left), fed by the `(done, total)` callbacks of batches."""
     from tqdm import tqdm
 
-    bar = tqdm(unit=unit, desc=desc, file=sys.stderr, dynamic_ncols=True)
+    bar = tqdm(unit=unit, desc=desc, file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
 
     def update(done: int, total: int) -> None:
         bar.total = total
-        bar.n = done
-        bar.refresh()
+        bar.update(done - bar.n)  # through update(), so the bar's rate and time left follow the work
 
     try:
         yield update
     finally:
         bar.close()
+
+
+def report_notice(message: str) -> None:
+    """Something the user should know that is not a failure (a repaired results file), above the bar."""
+    from tqdm import tqdm
+
+    tqdm.write(f"note: {message}", file=sys.stderr)
 
 
 def report_failure(source: str, message: str) -> None:
@@ -248,6 +284,9 @@ def _run_analyze(args: argparse.Namespace) -> int:
         return 2
     if not confirm_remote(settings, args.allow_remote):
         return 2
+    if args.resume and args.out is None:
+        print("error: --resume needs --out results.jsonl (the file to resume)", file=sys.stderr)
+        return 2
     context = context_from_args(args)
     backend = make_backend(settings)  # cheap: a local model loads on first use
     try:
@@ -271,6 +310,21 @@ def _run_analyze(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    shown: list[Any] = []  # what is printed at the end (nothing kept when results go to a file)
+    uncropped: list[str] = []
+
+    def on_result(result: Any) -> None:
+        if "not cropped" in result.preprocessing:
+            uncropped.append(result.source)
+        if args.out is None and args.csv is None:
+            labels = ", ".join(result.labels) or "(nothing found)"
+            second = result.evidence.get("second_opinion")
+            if second:
+                from napari_fracto.second_opinion import disagreements
+
+                labels += f"\tsecond opinion disagrees on: {', '.join(disagreements(second)) or 'nothing'}"
+            shown.append((result.source, labels))
+
     try:
         with progress_bar("analyse") as progress:
             summary = run_batch(
@@ -279,11 +333,15 @@ def _run_analyze(args: argparse.Namespace) -> int:
                 task=args.task,
                 out_jsonl=args.out,
                 out_csv=args.csv,
-                concurrency=args.concurrency,
+                concurrency=in_flight_for(settings, args.concurrency),
                 context=context,
                 part=args.part,
                 on_progress=progress,
                 on_failure=report_failure,
+                on_notice=report_notice,
+                on_result=on_result,
+                resume=args.resume,
+                keep_results=False,
                 examples=examples or (),
                 max_image_tokens=settings.max_image_tokens,
                 max_new_tokens=settings.max_new_tokens,
@@ -293,23 +351,16 @@ def _run_analyze(args: argparse.Namespace) -> int:
         backend.close()
         if examples is not None:
             examples.close()
-    if args.out is None and args.csv is None:
-        for result in summary.results:
-            labels = ", ".join(result.labels) or "(nothing found)"
-            second = result.evidence.get("second_opinion")
-            if second:
-                from napari_fracto.second_opinion import disagreements
-
-                labels += f"\tsecond opinion disagrees on: {', '.join(disagreements(second)) or 'nothing'}"
-            print(f"{result.source}\t{labels}")
-    uncropped = [r.source for r in summary.results if "not cropped" in r.preprocessing]
+    for source, labels in shown:
+        print(f"{source}\t{labels}")
     if args.crop_scanned and uncropped:
         print(
             f"note: {len(uncropped)} image(s) not cropped, their files hold no scan positions or probe "
             f"(e.g. {uncropped[0]}); analysed whole",
             file=sys.stderr,
         )
-    print(f"{summary.analysed} image(s) analysed, {len(summary.failures)} failed.", file=sys.stderr)
+    held = f", {summary.skipped} already in {args.out}" if args.resume else ""
+    print(f"{summary.analysed} image(s) analysed{held}, {len(summary.failures)} failed.", file=sys.stderr)
     return 1 if summary.failures else 0
 
 

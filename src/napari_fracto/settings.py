@@ -28,7 +28,7 @@ class BackendSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    kind: Literal["transformers", "openai", "probe"] = "transformers"  # probe: model = dataset folder
+    kind: Literal["transformers", "openai", "vllm", "probe"] = "transformers"  # probe: model = dataset folder
     model: str = DEFAULT_LOCAL_MODEL
     base_url: str = ""
     adapter: str = ""
@@ -45,6 +45,9 @@ class BackendSettings(BaseModel):
     quantization: Literal["none", "4bit"] = "none"
     # Local backend: decode under the answer's JSON schema (needs the `constrained` extra, xgrammar).
     constrained_decoding: bool = True
+    # Local backend: the most requests generated together when several are in flight (a batch, a
+    # folder); 1 answers one at a time. More fills a GPU better and needs more memory.
+    batch_size: int = Field(1, ge=1, le=256)
 
 
 def settings_path() -> Path:

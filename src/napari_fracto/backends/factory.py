@@ -20,6 +20,20 @@ def make_backend(settings: BackendSettings, api_key: str | None = None) -> Backe
             trust_remote_code=settings.trust_remote_code,
             quantization=settings.quantization,
             constrained=settings.constrained_decoding,
+            batch_size=settings.batch_size,
+        )
+    if settings.kind == "vllm":
+        from napari_fracto.backends.vllm_backend import VLLMBackend
+        from napari_fracto.inflight import in_flight_for
+
+        return VLLMBackend(
+            settings.model,
+            adapter=settings.adapter or None,
+            dtype=settings.dtype,
+            max_image_tokens=settings.max_image_tokens,
+            batch_size=in_flight_for(settings),
+            trust_remote_code=settings.trust_remote_code,
+            constrained=settings.constrained_decoding,
         )
     if settings.kind == "probe":  # a classifier trained on the reviews of the dataset folder `model`
         from napari_fracto.backends.probe import ProbeBackend

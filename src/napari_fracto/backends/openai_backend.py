@@ -37,6 +37,9 @@ _MODEL_MISSING_HINTS = ("not found", "does not exist", "not served", "unknown", 
 
 # A chat answer is a few kB; a body larger than this is a broken or hostile server, not an answer.
 MAX_RESPONSE_BYTES = 8 * 1024 * 1024
+# zlib level of the PNGs sent: 1 is lossless like any level, several times faster than the default 6,
+# and on microscope images (noise-rich) barely larger.
+PNG_COMPRESS_LEVEL = 1
 # Characters of answer text kept (the parser reads 100,000; the rest would only bloat JSONL records).
 MAX_ANSWER_CHARS = 200_000
 # Models that think before answering: they refuse temperature 0 (OpenAI) and accept a reasoning effort.
@@ -65,12 +68,31 @@ def remote_warning(base_url: str | None) -> str | None:
 
 
 def image_data_url(image: Image) -> str:
-    """A PIL image as a base64 PNG data URL (lossless, accepted by every OpenAI-compatible server)."""
+    """A PIL image as a base64 PNG data URL (lossless, accepted by every OpenAI-compatible server).
+
+    Fast rather than small: zlib level 1 encodes in a fraction of the default's time (the default's
+    ~30 ms per image was most of the client's work in a batch), and a grey image sent as RGB is sent
+    as one grey channel (the same pixels, a third of the bytes to compress, encode and send).
+    """
     if image.mode not in ("RGB", "L"):
         image = image.convert("RGB")
+    image = _grey_if_equal_channels(image)
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    image.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _grey_if_equal_channels(image: Image) -> Image:
+    """The image as one grey channel when its three channels are equal (lossless), else as it is."""
+    if image.mode != "RGB":
+        return image
+    import numpy as np
+    from PIL import Image as PILImage
+
+    pixels = np.asarray(image)
+    if np.array_equal(pixels[..., 0], pixels[..., 1]) and np.array_equal(pixels[..., 0], pixels[..., 2]):
+        return PILImage.fromarray(np.ascontiguousarray(pixels[..., 0]), mode="L")
+    return image
 
 
 def to_openai_messages(request: VLMRequest) -> list[dict[str, Any]]:

@@ -2,7 +2,8 @@
 
 Constructing the backend is cheap; the model loads on the first `generate` (or `load()`), so napari starts
 fast and a wrong setting shows up as a `BackendError` whose message says what to do. One generation runs at
-a time (a lock), and `request.cancel` stops it between tokens.
+a time (a lock), and `request.cancel` stops its row between tokens. With `batch_size` > 1, requests from
+several threads are generated together (`local_batch`), padded on the left, each stopping at its own end.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import logging
 import os
 import re
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,8 +32,8 @@ class TransformersBackend:
     `max_image_tokens` caps the vision tokens per image (one token per 32x32 pixels for Qwen3-VL); larger
     images are downscaled. `quantization="4bit"` loads the base in NF4 (bitsandbytes, CUDA only), as
     QLoRA adapters were trained; the default loads it in `dtype`. `local_files_only=None` follows
-    HF_HUB_OFFLINE. `request.json_schema` is not enforced here (no constrained decoding): callers parse
-    and validate the text.
+    HF_HUB_OFFLINE. With `constrained` and xgrammar installed, `request.json_schema` is enforced while
+    decoding. `batch_size` is the most requests generated together when callers run concurrently.
     """
 
     name = "transformers"
@@ -50,6 +50,7 @@ class TransformersBackend:
         local_files_only: bool | None = None,
         quantization: str = "none",
         constrained: bool = True,
+        batch_size: int = 1,
     ) -> None:
         if not str(model).strip():
             raise BackendError(
@@ -69,6 +70,14 @@ class TransformersBackend:
             raise BackendError(f"Unknown quantization '{quantization}'; choose 'none' or '4bit'.")
         self.quantization = quantization
         self.constrained = bool(constrained)  # decode under the request's JSON schema when xgrammar is there
+        if int(batch_size) < 1:
+            raise BackendError(f"batch_size must be at least 1, got {batch_size}.")
+        self.batch_size = int(batch_size)
+        self._collector = None
+        if self.batch_size > 1:
+            from napari_fracto.backends.local_batch import BatchCollector
+
+            self._collector = BatchCollector(self._run_rows, self.batch_size)
         self._lock = threading.Lock()
         self._hf_model: Any = None
         self._processor: Any = None
@@ -148,89 +157,52 @@ class TransformersBackend:
     # -- generation ------------------------------------------------------------------------------------
 
     def generate(self, request: VLMRequest) -> VLMReply:
-        """Answer one chat request; greedy when `temperature == 0`. Raises CancelledError when cancelled."""
+        """Answer one chat request; greedy when `temperature == 0`. Raises CancelledError when cancelled.
+
+        With `batch_size` > 1, calls from several threads at once are generated together (see
+        `local_batch.BatchCollector`); each caller still gets its own reply.
+        """
         if request.cancel is not None and request.cancel.is_set():
             raise CancelledError("Cancelled before the model started.")
-        messages, images = to_chat_messages(request)
+        to_chat_messages(request)  # malformed requests fail here, before the model loads
+        if self._collector is not None:
+            return self._collector.submit(request)
+        outcome = self._run_rows([request])[0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def generate_batch(self, requests: list[VLMRequest]) -> list[VLMReply]:
+        """Answer several requests in one batched generation (any number; `batch_size` does not apply).
+
+        Greedy answers are the same, token for token, as one at a time. Raises the first row's error.
+        """
+        for request in requests:
+            to_chat_messages(request)
+        outcomes = self._run_rows(list(requests))
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return outcomes  # type: ignore[return-value]
+
+    def _run_rows(self, requests: list[VLMRequest]) -> list[Any]:
+        from napari_fracto.backends.local_batch import generate_rows
+
+        if all(r.cancel is not None and r.cancel.is_set() for r in requests):
+            return [CancelledError("Cancelled before the model started.") for _ in requests]
         with self._lock:
             self._ensure_loaded()
-            if request.cancel is not None and request.cancel.is_set():
-                raise CancelledError("Cancelled before the model started.")
-            return self._generate(request, messages, images)
-
-    def _generate(self, request: VLMRequest, messages: list[dict], images: list[Any]) -> VLMReply:
-        import torch
-        from transformers import StoppingCriteriaList
-
-        processor, model = self._processor, self._hf_model
-        start = time.perf_counter()
-        text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        inputs = processor(text=[text], images=images or None, return_tensors="pt")
-        inputs = inputs.to(model.device)
-        if "pixel_values" in inputs:
-            inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
-        prompt_tokens = int(inputs["input_ids"].shape[1])
-        image_token_id = getattr(model.config, "image_token_id", None)
-        image_tokens = int((inputs["input_ids"] == image_token_id).sum()) if image_token_id is not None else 0
-
-        gen_kwargs: dict[str, Any] = {
-            "max_new_tokens": max(1, int(request.max_new_tokens)),
-            "stopping_criteria": StoppingCriteriaList([_cancel_criteria(request.cancel)]),
-        }
-        if request.temperature and request.temperature > 0:
-            gen_kwargs.update(do_sample=True, temperature=float(request.temperature))
-        else:
-            gen_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        tokenizer = processor.tokenizer
-        if tokenizer.pad_token_id is not None:
-            gen_kwargs["pad_token_id"] = tokenizer.pad_token_id
-        constrained = None
-        if self.constrained and request.json_schema:
-            from transformers import LogitsProcessorList
-
-            from napari_fracto.backends.constrained import schema_logits_processor
-
-            vocab_size = int(model.get_output_embeddings().weight.shape[0])
-            constrained = schema_logits_processor(tokenizer, vocab_size, request.json_schema)
-            if constrained is not None:
-                gen_kwargs["logits_processor"] = LogitsProcessorList([constrained])
-        try:
-            with torch.inference_mode():
-                output = model.generate(**inputs, **gen_kwargs)
-        except Exception as exc:
-            if _is_out_of_memory(exc):
-                _free_accelerator_memory()
-                raise BackendError(
-                    f"Out of memory running '{self.model}' on {self._device} ({prompt_tokens} prompt tokens, "
-                    f"{image_tokens} of them image tokens). Lower max_image_tokens "
-                    f"(now {self.max_image_tokens}), send smaller or fewer images, or choose a smaller model "
+            return generate_rows(
+                self._hf_model,
+                self._processor,
+                requests,
+                constrained=self.constrained,
+                oom_hint=(
+                    f"Lower the batch size (now {self.batch_size}) or max_image_tokens (now "
+                    f"{self.max_image_tokens}), send smaller or fewer images, or choose a smaller model "
                     "(e.g. Qwen/Qwen3-VL-2B-Instruct)."
-                ) from exc
-            raise
-        if request.cancel is not None and request.cancel.is_set():
-            raise CancelledError("Generation was cancelled.")
-
-        new_ids = output[0, prompt_tokens:]
-        if tokenizer.pad_token_id is not None:
-            new_ids = new_ids[new_ids != tokenizer.pad_token_id]
-        eos = model.generation_config.eos_token_id
-        eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
-        finished = len(new_ids) > 0 and int(new_ids[-1]) in eos_ids
-        completion = tokenizer.decode(new_ids, skip_special_tokens=True)
-        return VLMReply(
-            text=completion.strip(),
-            seconds=time.perf_counter() - start,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=len(new_ids),
-            extra={
-                "image_tokens": image_tokens,
-                "finish_reason": "stop" if finished else "length",
-                "device": str(model.device),
-                "dtype": str(model.dtype).removeprefix("torch."),
-                "processor": type(processor).__name__,
-                "constrained": constrained is not None,
-            },
-        )
+                ),
+            )
 
     def close(self) -> None:
         """Drop the model and free accelerator memory; a later `generate` loads it again."""
@@ -276,19 +248,6 @@ def to_chat_messages(request: VLMRequest) -> tuple[list[dict[str, Any]], list[An
                 )
         messages.append({"role": turn.role, "content": content})
     return messages, images
-
-
-def _cancel_criteria(event: threading.Event | None) -> Any:
-    """A StoppingCriteria that ends generation at the next token once `event` is set."""
-    import torch
-    from transformers import StoppingCriteria
-
-    class _Cancel(StoppingCriteria):
-        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-            stop = event is not None and event.is_set()
-            return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
-
-    return _Cancel()
 
 
 # -- loading helpers -----------------------------------------------------------------------------------

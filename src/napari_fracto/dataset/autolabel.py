@@ -91,6 +91,7 @@ def autolabel(
     relabel: bool = False,
     progress: Callable[[int, int], None] | None = None,
     cancel: threading.Event | None = None,
+    concurrency: int = 1,
     **analyze_options: Any,
 ) -> AutolabelSummary:
     """Add each image and store the model's answer as an unreviewed prediction.
@@ -98,43 +99,72 @@ def autolabel(
     Images that already have a review or prediction are left alone unless `relabel`. Single-image files
     the dataset can store (.npy, TIFF, PNG, JPEG, BMP) are kept byte for byte (complex .npy included);
     other files and the planes of stacks are stored as the arrays the reader gives. A file that cannot
-    be read or analysed is reported and skipped.
+    be read or analysed is reported and skipped. `concurrency` model calls run at once (dataset writes
+    stay in this thread), so a batching local backend or a server answers several together.
     """
     from napari_fracto.analysis import analyze_array
     from napari_fracto.batch import analysis_inputs, iter_image_files
+    from napari_fracto.inflight import in_flight
     from napari_fracto.micrograph_check import check_micrograph
     from napari_fracto.sem_context import sem_options
 
     base = context or AnalysisContext()
     files = list(iter_image_files(paths))
     summary = AutolabelSummary()
-    for done, path in enumerate(files, start=1):
-        if cancel is not None and cancel.is_set():
-            break
-        try:
-            inputs = analysis_inputs(path, part)
-            ctx = context_for(path, base, contexts)
-            for item in inputs:
-                if analyze_options.get("display") is None:
-                    check_micrograph(item.array)  # a label mask is reported, and never stored
-                # the stored image is the array analysed, so prepare(request, stored) shows the same pixels;
-                # a single-image file the dataset can keep is kept byte for byte (it reads back the same)
-                if len(inputs) == 1 and item.geometry is None and path.suffix.lower() in STORABLE:
-                    image_id = ds.add_image(path, task=task)
-                else:
-                    image_id = ds.add_image(item.array, task=task, name=item.source)
-                if not relabel and ds.latest_review(image_id) is not None:
-                    summary.already_labelled += 1
-                    continue
+
+    def planned() -> Any:
+        """Per file, in this thread (the dataset's connection): its planes added, those to ask."""
+        for done, path in enumerate(files, start=1):
+            if cancel is not None and cancel.is_set():
+                return
+            asks: list[tuple[Any, str]] = []
+            problem, ctx = None, base
+            try:
+                inputs = analysis_inputs(path, part)
+                ctx = context_for(path, base, contexts)
+                for item in inputs:
+                    if analyze_options.get("display") is None:
+                        check_micrograph(item.array)  # a label mask is reported, and never stored
+                    # the stored image is the array analysed, so prepare(request, stored) shows the same
+                    # pixels; a single-image file the dataset can keep is kept byte for byte
+                    if len(inputs) == 1 and item.geometry is None and path.suffix.lower() in STORABLE:
+                        image_id = ds.add_image(path, task=task)
+                    else:
+                        image_id = ds.add_image(item.array, task=task, name=item.source)
+                    if not relabel and ds.latest_review(image_id) is not None:
+                        summary.already_labelled += 1
+                        continue
+                    asks.append((item, image_id))
+            except (ValueError, RuntimeError, OSError) as exc:  # ReaderError, DatasetError, ...
+                problem = exc
+            yield done, path, asks, ctx, problem
+
+    def ask(job: Any) -> list[tuple[str, Any, Exception | None]]:
+        """The model's answers for one file's planes (in a worker thread when `concurrency` > 1)."""
+        _, _, asks, ctx, _ = job
+        answers: list[tuple[str, Any, Exception | None]] = []
+        for item, image_id in asks:  # the planes added before a problem are still asked
+            try:
                 result = analyze_array(
                     item.array, task=task, backend=backend, source=item.source, cancel=cancel,
                     complex_part=item.complex_part or part, geometry=item.geometry, **analyze_options,
                     **sem_options(item.source, item.array, ctx, display=analyze_options.get("display")),
                 )  # fmt: skip
-                ds.save_prediction(image_id, result, notes=f"autolabel of {item.source}")
+            except (ValueError, RuntimeError, OSError) as exc:  # ImageError, BackendError, ...
+                answers.append((image_id, None, exc))
+                break  # as before: a file's first failure ends that file
+            answers.append((image_id, result, None))
+        return answers
+
+    for (done, path, _, _, problem), answers, error in in_flight(ask, planned(), concurrency):
+        for image_id, result, failure in answers or []:
+            if result is not None:
+                ds.save_prediction(image_id, result, notes=f"autolabel of {result.source}")
                 summary.predicted += 1
-        except (ValueError, RuntimeError, OSError) as exc:  # ReaderError, ImageError, BackendError, ...
-            summary.failures.append((str(path), str(exc)))
+            problem = problem or failure
+        problem = problem or error
+        if problem is not None:
+            summary.failures.append((str(path), str(problem)))
         if progress is not None:
             progress(done, len(files))
     return summary

@@ -243,6 +243,7 @@ def _autolabel(args: argparse.Namespace) -> int:
         apply_adapter_display,
         confirm_remote,
         context_from_args,
+        in_flight_for,
         progress_bar,
         request_options,
     )
@@ -288,6 +289,7 @@ def _autolabel(args: argparse.Namespace) -> int:
                     max_image_tokens=settings.max_image_tokens,
                     max_new_tokens=settings.max_new_tokens,
                     progress=progress,
+                    concurrency=in_flight_for(settings),
                     **options,
                 )
         finally:

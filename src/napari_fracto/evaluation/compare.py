@@ -34,7 +34,7 @@ from napari_fracto.errors import UserError
 from napari_fracto.settings import BackendSettings
 
 # Backend settings that do not change what the model answers (so they do not invalidate the cache).
-_NOT_PREDICTIVE = {"device", "timeout_s", "api_key_env", "trust_remote_code"}
+_NOT_PREDICTIVE = {"device", "timeout_s", "api_key_env", "trust_remote_code", "batch_size"}
 _EVAL_FIELDS = {
     "name",
     "shots",

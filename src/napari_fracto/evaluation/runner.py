@@ -24,6 +24,7 @@ from napari_fracto.errors import UserError
 from napari_fracto.evaluation.compare import EvalConfig
 from napari_fracto.evaluation.scoring import ReplyRecorder, answers_as_given, score_run, truth_of
 from napari_fracto.findings import AnalysisContext
+from napari_fracto.inflight import in_flight, in_flight_for
 from napari_fracto.metrics import RULES, Scores
 
 if TYPE_CHECKING:
@@ -254,38 +255,13 @@ def evaluate(
                     if not config.feature_model:
                         backend = _make_backend(config, backend_factory)
                     config_selector = _vision_selector(selector, config, backend)
-                for item in items:
-                    if cancel is not None and cancel.is_set():
-                        raise CancelledError("Evaluation cancelled.")
-                    if item.image_id in run.skipped:
-                        done += 1
-                        continue
-                    if progress is not None:
-                        progress(
-                            done, total, f"{config.label}: {item.image.original_name or item.image_id[:12]}"
-                        )
-                    try:
-                        prediction, asked, backend = _predict(
-                            dataset,
-                            item,
-                            config,
-                            result.fingerprint,
-                            vocab,
-                            cache,
-                            config_selector,
-                            backend,
-                            backend_factory,
-                            cancel,
-                        )
-                    except (ValueError, OSError) as exc:  # ImageError / DatasetError / unreadable file
-                        run.skipped[item.image_id] = str(exc)
-                        log.warning("Skipping %s: %s", item.image_id[:12], exc)
-                        done += 1
-                        continue
-                    result.predictions.append(prediction)
-                    result.asked += asked
-                    result.cached += 1 - asked
-                    done += 1
+                walk = _ConfigWalk(dataset, items, config, result, run, cache, config_selector, done)
+                walk.backend, walk.factory, walk.vocab, walk.cancel = backend, backend_factory, vocab, cancel
+                walk.progress, walk.total = progress, total
+                try:
+                    walk.run()
+                finally:
+                    backend, done = walk.backend, walk.done
             except CancelledError:
                 raise
             except BackendError as exc:
@@ -314,25 +290,109 @@ def evaluate(
     return run
 
 
-def _predict(
+class _ConfigWalk:
+    """One configuration over the images: planning and caching in this thread (SQLite connections
+    belong to it), model calls `in_flight` (as many as the local backend's batch size)."""
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        items: list[Item],
+        config: EvalConfig,
+        result: ConfigResult,
+        run: EvalRun,
+        cache: PredictionCache,
+        selector: Any,
+        done: int,
+    ) -> None:
+        self.dataset, self.items, self.config, self.result = dataset, items, config, result
+        self.eval_run, self.cache, self.selector, self.done = run, cache, selector, done
+        self.backend: Backend | None = None
+        self.factory: BackendFactory | None = None
+        self.vocab: Any = None
+        self.cancel: threading.Event | None = None
+        self.progress: Progress | None = None
+        self.total = 0
+
+    def planned(self) -> Any:
+        """Per image: the cached prediction, or what to ask the model (the backend built on first need)."""
+        for item in self.items:
+            if self.cancel is not None and self.cancel.is_set():
+                raise CancelledError("Evaluation cancelled.")
+            if item.image_id in self.eval_run.skipped:
+                self.done += 1
+                continue
+            if self.progress is not None:
+                name = item.image.original_name or item.image_id[:12]
+                self.progress(self.done, self.total, f"{self.config.label}: {name}")
+            try:
+                fingerprint = self.result.fingerprint
+                plan = _plan(self.dataset, item, self.config, fingerprint, self.cache, self.selector)
+            except (ValueError, OSError) as exc:  # ImageError / DatasetError / unreadable file
+                _skip(self.eval_run, item, exc)
+                self.done += 1
+                continue
+            if isinstance(plan, _Ask) and self.backend is None:
+                self.backend = _make_backend(self.config, self.factory)
+            if self.backend is not None:
+                self.backend = _consistent(self.backend, self.config, self.vocab)
+            yield item, plan
+
+    def ask(self, job: tuple[Item, Prediction | _Ask]) -> Prediction:
+        plan = job[1]
+        if isinstance(plan, Prediction):
+            return plan
+        assert self.backend is not None  # built by `planned` before the job was handed out
+        return _ask(plan, self.backend, self.vocab, self.cancel)
+
+    def run(self) -> None:
+        width = in_flight_for(self.config.settings)
+        for (item, plan), prediction, error in in_flight(self.ask, self.planned(), width):
+            self.done += 1
+            if isinstance(error, (ValueError, OSError)) and not isinstance(error, BackendError):
+                _skip(self.eval_run, item, error)
+                continue
+            if error is not None:
+                raise error
+            assert prediction is not None
+            self.result.predictions.append(prediction)
+            if isinstance(plan, _Ask):
+                self.cache.put(plan.key, self.result.fingerprint, prediction)
+                self.result.asked += 1
+            else:
+                self.result.cached += 1
+
+
+@dataclass
+class _Ask:
+    """An image the model must be asked about under one configuration (nothing cached for it)."""
+
+    image_id: str
+    key: str
+    request: Any
+    array: Any
+    examples: list[Any]
+    chosen: list[_ChosenExample]
+
+
+def _skip(run: EvalRun, item: Item, exc: Exception) -> None:
+    run.skipped[item.image_id] = str(exc)
+    log.warning("Skipping %s: %s", item.image_id[:12], exc)
+
+
+def _plan(
     dataset: Dataset,
     item: Item,
     config: EvalConfig,
     fingerprint: str,
-    vocab: Any,
     cache: PredictionCache,
     selector: Any,
-    backend: Backend | None,
-    backend_factory: BackendFactory | None,
-    cancel: threading.Event | None,
-) -> tuple[Prediction, int, Backend | None]:
-    """One image under one configuration: from the cache, else from the model (built on first need).
+) -> Prediction | _Ask:
+    """One image under one configuration: the cached prediction, or what to ask (`_ask`) to get one.
 
     The image is asked as its review's stored request asked it (display options, crop, tiles, part),
     with the configuration's model, budget, context, advice and examples.
     """
-    from napari_fracto.analysis import run_request
-
     review = item.review
     context = review.context if (config.context and review and not review.context.is_empty()) else None
     request = reask_request(review.request, config, context)
@@ -356,40 +416,48 @@ def _predict(
     key = prediction_key(fingerprint, item.image_id, context, chosen, request)
     found = cache.get(key)
     if found is not None:
-        return found, 0, backend
+        return found
     if array is None:
         array = dataset.image_array(item.image_id)
-    if backend is None:
-        backend = _make_backend(config, backend_factory)
+    return _Ask(item.image_id, key, request, array, examples, chosen)
+
+
+def _consistent(backend: Backend, config: EvalConfig, vocab: Any) -> Backend:
+    """The backend as `config` asks it: k samples at a temperature when it asks for self-consistency."""
     from napari_fracto.consistency import SelfConsistentBackend
 
-    if config.samples > 1 and not isinstance(backend, SelfConsistentBackend):
-        from napari_fracto.vocabulary import advice_vocabulary
+    if config.samples <= 1 or isinstance(backend, SelfConsistentBackend):
+        return backend
+    from napari_fracto.vocabulary import advice_vocabulary
 
-        advice = advice_vocabulary(vocab.task) if config.advice else None
-        backend = SelfConsistentBackend(
-            backend, vocab, k=config.samples, temperature=config.temperature, advice_vocab=advice
-        )
+    advice = advice_vocabulary(vocab.task) if config.advice else None
+    return SelfConsistentBackend(
+        backend, vocab, k=config.samples, temperature=config.temperature, advice_vocab=advice
+    )
+
+
+def _ask(ask: _Ask, backend: Backend, vocab: Any, cancel: threading.Event | None) -> Prediction:
+    """The model's prediction for a planned image (in a worker thread when the batch size is > 1); the
+    replies' text is read again as given (exclusive labels kept) for scoring."""
+    from napari_fracto.analysis import run_request
 
     recorder = ReplyRecorder(backend)
     result = run_request(
-        request, array, recorder, examples=examples, evidence=False, cancel=cancel, vocab=vocab
+        ask.request, ask.array, recorder, examples=ask.examples, evidence=False, cancel=cancel, vocab=vocab
     )
-    given, given_advice = answers_as_given(recorder.texts, request, vocab)
-    prediction = Prediction(
-        image_id=item.image_id,
+    given, given_advice = answers_as_given(recorder.texts, ask.request, vocab)
+    return Prediction(
+        image_id=ask.image_id,
         labels=list(dict.fromkeys([*result.labels, *result.unknown_labels])),
         advice=list(result.advice),
         parse_ok=result.parse_ok,
         seconds=result.seconds,
         raw_text=result.raw_text,
-        examples=[c.image_id for c in chosen],
+        examples=[c.image_id for c in ask.chosen],
         given=given,
         given_advice=given_advice,
         confidences=_confidences(result.findings),
     )
-    cache.put(key, fingerprint, prediction)
-    return prediction, 1, backend
 
 
 def reask_request(stored: Any, config: EvalConfig, context: AnalysisContext | None) -> Any:
