@@ -376,3 +376,24 @@ def test_whole_dataset_is_shown_a_page_at_a_time(make_napari_viewer, qtbot, tmp_
     w.next_image()
     assert pages.number == 1
     assert w.image_label.text().startswith(f"{PAGE_SIZE + 1} / {len(ids)}: im100")
+
+
+def test_an_image_sent_calibrated_reopens_calibrated_in_a_new_window(make_napari_viewer, qtbot, tmp_path):
+    """Analyze's Send to review keeps the layer's pixel size in the dataset, so a later session (another
+    napari window, after a restart) shows the image, and the boxes drawn on it, in the same units."""
+    from napari_fracto.review import ReviewQueue
+    from napari_fracto.widgets.send_to_review import Item, send
+
+    image = np.random.default_rng(0).random((40, 50)).astype(np.float32)
+    item = Item("sem", image, "fracture", None, scale=(0.4466, 0.4466), units=("µm", "µm"))
+    (image_id,) = send(tmp_path / "ds", [item])
+    from napari_fracto.dataset import Dataset
+
+    with Dataset.open(tmp_path / "ds") as ds:  # the queue a later session resumes
+        ReviewQueue.from_order(ds, "fracture", [image_id], key="sent")
+
+    viewer, w = _widget(make_napari_viewer, qtbot, tmp_path / "ds")
+    image_layer = next(layer for layer in viewer.layers if layer.name == "sem")
+    np.testing.assert_allclose(image_layer.scale, (0.4466, 0.4466))
+    assert tuple(str(u) for u in image_layer.units) == ("micrometer", "micrometer")
+    np.testing.assert_allclose(w.shapes_layer.scale, (0.4466, 0.4466))

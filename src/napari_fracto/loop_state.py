@@ -12,7 +12,6 @@ import weakref
 from typing import Any
 
 from psygnal import EventedModel
-from pydantic import Field
 
 BASE_MODEL = ""  # adapter value meaning "the base model, no adapter"
 
@@ -29,9 +28,6 @@ class LoopState(EventedModel):
     last_run: str = ""  # run folder of the last training run started from this viewer
     last_adapter_name: str = ""  # registered name of the adapter that run produced ("" while none)
     sent_to_review: tuple[str, ...] = ()  # image ids Analyze last sent to the dataset (Review queues them)
-    # image id -> (scale, units) of the layer it was sent from: the dataset stores pixels only, and Review
-    # shows the image as calibrated as it was (one unit across layers, boxes in the same physical place)
-    calibration: dict[str, tuple[tuple[float, ...], tuple[str, ...]]] = Field(default_factory=dict)
 
 
 _STATES: weakref.WeakKeyDictionary[Any, LoopState] = weakref.WeakKeyDictionary()

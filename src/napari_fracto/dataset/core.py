@@ -105,6 +105,8 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
+_PIXEL_SIZE = "pixel-size:"  # meta key prefix: an image's calibration (Dataset.set_pixel_size)
+
 _REVIEW_COLUMNS = (
     "review_id", "image_id", "task", "status", "corrected", "predicted", "decisions", "advice",
     "predicted_advice", "context", "raw_text", "backend", "model", "adapter", "prompt_version",
@@ -365,6 +367,21 @@ class Dataset(ItemPages):
                 self._conn.execute("SELECT 1 FROM images WHERE image_id = ?", (image_id,)).fetchone()
                 is not None
             )
+
+    def set_pixel_size(self, image_id: str, scale: Sequence[float], units: Sequence[str]) -> None:
+        """Remember how an image is calibrated (napari's layer scale and units): the stored pixels carry
+        none, and Review shows the image as it was, boxes in the same physical place."""
+        value = {"scale": [float(s) for s in scale], "units": [str(u) for u in units]}
+        self.set_meta(_PIXEL_SIZE + image_id, json.dumps(value))
+
+    def pixel_size(self, image_id: str) -> tuple[tuple[float, ...], tuple[str, ...]] | None:
+        """(scale, units) remembered for the image with `set_pixel_size`, or None."""
+        text = self.get_meta(_PIXEL_SIZE + image_id)
+        try:
+            value = json.loads(text) if text else None
+            return (tuple(float(s) for s in value["scale"]), tuple(str(u) for u in value["units"]))
+        except (ValueError, TypeError, KeyError):  # none, or a damaged value: shown uncalibrated
+            return None
 
     def image_path(self, image_id: str) -> Path:
         rec = self.image(image_id)

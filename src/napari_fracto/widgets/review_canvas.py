@@ -49,12 +49,13 @@ class CanvasMixin:
         except (ValueError, OSError) as exc:
             show_error(f"Cannot show {entry.name}: {exc}")
             return False
+        calibration = self.dataset.pixel_size(entry.image_id)  # as the image was sent (Analyze)
         metas = []
         for data, meta, layer_type in layer_data:
             meta = dict(meta)
             meta["name"] = str(meta.get("name") or path.stem).replace(path.stem, entry.name)
-            if entry.image_id in self.state.calibration and layer_type == "image":
-                scale, units = self.state.calibration[entry.image_id]
+            if calibration is not None and layer_type == "image":
+                scale, units = calibration
                 meta.update(scale=scale, units=units)
             metas.append((data, meta, layer_type))
         self._sessions[entry.image_id] = session

@@ -54,6 +54,8 @@ def send(dataset: str | Path, items: list[Item]) -> list[str]:
         for item in items:
             array = np.asarray(item.array)
             image_id = ds.add_image(array, task=item.task, name=item.name)
+            if item.scale and any(s != 1.0 for s in item.scale):
+                ds.set_pixel_size(image_id, item.scale, item.units)
             if item.result is not None:
                 ds.save_prediction(image_id, item.result)
             ids.append(image_id)
@@ -133,11 +135,6 @@ class SendToReview(QWidget):
             self.status_label.setText(
                 f"Sent {len(items)} image(s) to review ({with_results} with findings); open the Review panel."
             )
-            calibration = dict(self.state.calibration)
-            for image_id, item in zip(outcome.value, items, strict=True):
-                if item.scale:
-                    calibration[image_id] = (item.scale, item.units)
-            self.state.calibration = calibration
             self.state.sent_to_review = tuple(outcome.value)
             self.sent.emit(list(outcome.value))
         self.finished.emit()
