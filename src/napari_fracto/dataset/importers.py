@@ -21,7 +21,7 @@ import json
 import os
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import TYPE_CHECKING, Any
@@ -197,9 +197,45 @@ def import_ptychobench(
 
     vocab = load_vocabulary(task)
     summary = ImportSummary()
-    images = Path(images_dir) if images_dir else None
     splits: dict[str, str] = {}
-    for json_file in _json_files(Path(source)):
+    for sample in ptychobench_samples(ds, _json_files(Path(source)), images_dir, task, summary.skipped):
+        json_file, image_id, answer, split = sample.json_file, sample.image_id, sample.answer, sample.split
+        summary.images += 1
+        labels, unknown = _map_labels(parse_answer_labels(answer), vocab, summary)
+        notes = f"imported from PtychoBench {json_file.name}"
+        if unknown:
+            notes += f"; labels not in the vocabulary: {', '.join(unknown)}"
+        _save(ds, image_id, task, labels, notes, reviewer, _context(sample.metadata), summary)
+        if split:
+            splits[image_id] = split
+            summary.splits[split] += 1
+    if splits:
+        ds.set_splits(splits)
+    return summary
+
+
+@dataclass(frozen=True)
+class PtychoBenchSample:
+    """One sample of a PtychoBench split file, its image stored in the dataset."""
+
+    json_file: Path
+    image_id: str
+    answer: str
+    split: str | None
+    metadata: dict[str, Any]
+
+
+def ptychobench_samples(
+    ds: Dataset,
+    json_files: Iterable[Path],
+    images_dir: str | os.PathLike[str] | None,
+    task: str,
+    skipped: list[str],
+) -> Iterator[PtychoBenchSample]:
+    """The samples of PtychoBench split files (artifact or parameter splits alike), each image added to
+    `ds`; what cannot be used is appended to `skipped` with where and why. Unreadable files raise."""
+    images = Path(images_dir) if images_dir else None
+    for json_file in json_files:
         try:
             samples = json.loads(json_file.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
@@ -212,32 +248,19 @@ def import_ptychobench(
             try:
                 image_name, answer = _sample_image_and_answer(sample)
             except ValueError as exc:
-                summary.skipped.append(f"{where}: {exc}")
+                skipped.append(f"{where}: {exc}")
                 continue
             path = _find_image(image_name, json_file, images)
             if path is None:
-                summary.skipped.append(
-                    f"{where}: image {Path(image_name).name} not found (pass --images DIR)"
-                )
+                skipped.append(f"{where}: image {Path(image_name).name} not found (pass --images DIR)")
                 continue
             try:
                 image_id = ds.add_image(path, task=task)
             except DatasetError as exc:
-                summary.skipped.append(f"{where}: {exc}")
+                skipped.append(f"{where}: {exc}")
                 continue
-            summary.images += 1
-            labels, unknown = _map_labels(parse_answer_labels(answer), vocab, summary)
-            notes = f"imported from PtychoBench {json_file.name}"
-            if unknown:
-                notes += f"; labels not in the vocabulary: {', '.join(unknown)}"
             metadata = sample.get("metadata") if isinstance(sample.get("metadata"), dict) else {}
-            _save(ds, image_id, task, labels, notes, reviewer, _context(metadata), summary)
-            if split:
-                splits[image_id] = split
-                summary.splits[split] += 1
-    if splits:
-        ds.set_splits(splits)
-    return summary
+            yield PtychoBenchSample(json_file, image_id, answer, split, metadata)
 
 
 def plan_class_folders(

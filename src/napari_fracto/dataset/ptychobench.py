@@ -12,7 +12,6 @@ as *unreviewed* with its advice: an empty reviewed label set would claim "No obv
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +21,8 @@ from napari_fracto.dataset.importers import (
     _SPLIT_NAMES,
     ImportSummary,
     _context,
-    _find_image,
-    _sample_image_and_answer,
     parse_answer_labels,
+    ptychobench_samples,
 )
 from napari_fracto.dataset.model import DatasetError, Status
 
@@ -96,41 +94,24 @@ def import_ptychobench_params(
             f"the task {task!r} has no advice vocabulary; PtychoBench advice is ptychography's"
         )
     summary = ParamImportSummary()
-    images = Path(images_dir) if images_dir else None
     splits: dict[str, str] = {}
-    for json_file in _split_files(Path(source)):
-        try:
-            samples = json.loads(json_file.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise DatasetError(f"cannot read {json_file} as JSON: {exc}") from None
-        if not isinstance(samples, list):
-            raise DatasetError(f"{json_file} holds a {type(samples).__name__}; PtychoBench splits are lists")
-        split = _SPLIT_NAMES.get(json_file.stem.lower())
-        for index, sample in enumerate(samples):
-            where = f"{json_file.name}[{index}]"
-            try:
-                image_name, answer = _sample_image_and_answer(sample)
-            except ValueError as exc:
-                summary.skipped.append(f"{where}: {exc}")
-                continue
-            path = _find_image(image_name, json_file, images)
-            if path is None:
-                summary.skipped.append(
-                    f"{where}: image {Path(image_name).name} not found (pass --images DIR)"
-                )
-                continue
-            try:
-                image_id = ds.add_image(path, task=task)
-            except DatasetError as exc:
-                summary.skipped.append(f"{where}: {exc}")
-                continue
-            summary.images += 1
-            advice, unknown = advice_of(answer, advice_vocab, summary)
-            metadata = sample.get("metadata") if isinstance(sample.get("metadata"), dict) else {}
-            _save_advice(ds, image_id, task, advice, unknown, json_file.name, reviewer, metadata, summary)
-            if split:
-                splits[image_id] = split
-                summary.splits[split] += 1
+    for sample in ptychobench_samples(ds, _split_files(Path(source)), images_dir, task, summary.skipped):
+        summary.images += 1
+        advice, unknown = advice_of(sample.answer, advice_vocab, summary)
+        _save_advice(
+            ds,
+            sample.image_id,
+            task,
+            advice,
+            unknown,
+            sample.json_file.name,
+            reviewer,
+            sample.metadata,
+            summary,
+        )
+        if sample.split:
+            splits[sample.image_id] = sample.split
+            summary.splits[sample.split] += 1
     if splits:
         ds.set_splits(splits)
     return summary
