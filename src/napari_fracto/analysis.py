@@ -48,6 +48,7 @@ def analyze_array(
     cancel: threading.Event | None = None,
     progress: Callable[[int, int], None] | None = None,
     crop: Crop | None = None,
+    phase_scale: float | None = None,
 ) -> AnalysisResult:
     """Analyse one 2-D image (any dtype; RGB and complex included) and return findings in pixels.
 
@@ -62,6 +63,7 @@ def analyze_array(
     (default: on for the ptychography task) measures the image as sent and compares it with the model's
     labels. `recon_settings` (free text) goes in the prompt and, for the record, in `evidence`.
     `crop` (an SEM image without its data bar, `sem_context.sem_options`) is the region the model is shown.
+    `phase_scale` (radians per value) makes an integer phase image radians, for the display and evidence.
     """
     from napari_fracto.vocabulary import load_vocabulary
 
@@ -78,6 +80,7 @@ def analyze_array(
         context=context,
         recon_settings=recon_settings,
         advice=advice,
+        phase_scale=phase_scale,
     )
     return run_request(
         request,
@@ -105,6 +108,7 @@ def analysis_request(
     context: AnalysisContext | None = None,
     recon_settings: str = "",
     advice: bool = False,
+    phase_scale: float | None = None,
 ) -> AnalysisRequest:
     """The request `analyze_array`'s options ask (the batch's resume check builds it the same way)."""
     from napari_fracto.prompts import PROMPT_VERSION
@@ -122,6 +126,7 @@ def analysis_request(
         context=context or AnalysisContext(),
         recon_settings=recon_settings.strip(),
         advice=advice,
+        phase_scale=phase_scale,
         prompt_version=PROMPT_VERSION,
         vocabulary_version=vocab.version,
     )

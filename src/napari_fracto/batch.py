@@ -189,7 +189,15 @@ def run_batch(
 class _AskedBefore:
     """Which planes the results file already holds, asked as this batch asks (for `resume`)."""
 
-    _REQUEST_OPTIONS = ("display", "tiles", "max_image_tokens", "max_new_tokens", "recon_settings", "advice")
+    _REQUEST_OPTIONS = (
+        "display",
+        "tiles",
+        "max_image_tokens",
+        "max_new_tokens",
+        "recon_settings",
+        "advice",
+        "phase_scale",
+    )
 
     def __init__(self, task: str, backend: Backend, context: Any, options: dict, log: Any) -> None:
         self.log = log

@@ -91,6 +91,14 @@ def add_request_arguments(parser: argparse.ArgumentParser, *, overrides: bool = 
     if overrides:  # evaluation re-asks each review with its own context and reconstruction settings
         return
     ptycho.add_argument(
+        "--phase-scale",
+        type=float,
+        default=None,
+        metavar="RAD_PER_VALUE",
+        help="radians per stored value of an integer phase image (e.g. 2*pi/65536 = 9.5874e-05 for a 16-bit "
+        "TIFF holding -pi..pi); without it integer images get no display options nor evidence",
+    )
+    ptycho.add_argument(
         "--recon-settings",
         metavar="TEXT|@FILE",
         default="",
@@ -123,6 +131,12 @@ def request_options(args: argparse.Namespace) -> dict[str, object]:
         "evidence": None if args.evidence else False,
         "recon_settings": _read_text_argument(args.recon_settings, "--recon-settings"),
     }
+    if getattr(args, "phase_scale", None) is not None:
+        if not args.phase_scale > 0:
+            raise ValueError(
+                f"--phase-scale must be a positive number of radians per value, not {args.phase_scale}"
+            )
+        options["phase_scale"] = args.phase_scale
     return options
 
 

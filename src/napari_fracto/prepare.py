@@ -91,6 +91,8 @@ def prepare(request: AnalysisRequest, array: Any) -> ModelInput:
     from napari_fracto.ptycho.prepare import prepare_image
 
     plane = imaging.as_plane(array)  # `request.plane` names where the plane sat; `array` is that plane
+    if request.phase_scale is not None and np.asarray(plane).dtype.kind in "iu":
+        plane = np.asarray(plane, dtype=np.float64) * float(request.phase_scale)  # counts -> radians
     region = request.crop.as_slices() if request.crop is not None else None
     prepared = prepare_image(plane, request.display, part=request.complex_part, region=region)
     if request.display is None and request.crop is not None:  # an SEM image without its data bar

@@ -88,6 +88,8 @@ class AnalysisRequest:
     recon_settings: str = ""
     advice: bool = False
     examples: tuple[ExampleRef, ...] = ()
+    # radians per stored value of an integer phase image (a 16-bit phase TIFF); None: values are radians
+    phase_scale: float | None = None
     backend: BackendRef = field(default_factory=BackendRef)
     prompt_version: str = ""
     vocabulary_version: str = ""
@@ -102,6 +104,10 @@ class AnalysisRequest:
             raise RequestError(f"tiles must be 1 or more, got {self.tiles}")
         if int(self.max_image_tokens) < 1 or int(self.max_new_tokens) < 1:
             raise RequestError("max_image_tokens and max_new_tokens must be at least 1")
+        if self.phase_scale is not None and not (0 < float(self.phase_scale) < float("inf")):
+            raise RequestError(
+                f"phase_scale must be a positive number of radians per value, not {self.phase_scale}"
+            )
 
     def with_changes(self, **changes: Any) -> AnalysisRequest:
         return replace(self, **changes)
@@ -145,6 +151,7 @@ class AnalysisRequest:
                 recon_settings=str(data.get("recon_settings", "")),
                 advice=bool(data.get("advice", False)),
                 examples=tuple(_example(e) for e in data.get("examples", ())),
+                phase_scale=None if data.get("phase_scale") is None else float(data["phase_scale"]),
                 backend=_build(BackendRef, data.get("backend")) or BackendRef(),
                 prompt_version=str(data.get("prompt_version", "")),
                 vocabulary_version=str(data.get("vocabulary_version", "")),

@@ -40,6 +40,7 @@ ASKED = (
     "max_new_tokens",
     "context",
     "recon_settings",
+    "phase_scale",
     "advice",
     "prompt_version",
     "vocabulary_version",

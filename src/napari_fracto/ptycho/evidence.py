@@ -196,8 +196,8 @@ def as_radians(image: np.ndarray, phase_scale: float | None = None) -> np.ndarra
             levels = np.iinfo(arr.dtype).max + 1 if arr.dtype.kind in "iu" else 2
             raise ValueError(
                 f"The phase image holds {arr.dtype} counts (0-{levels - 1}), not radians; give the "
-                f"value-to-radian scale (e.g. 2*pi/{levels} rad per count for a full-range wrapped phase), "
-                "or save the phase as float radians"
+                f"value-to-radian scale (`--phase-scale`, e.g. 2*pi/{levels} rad per count for a full-range "
+                "wrapped phase), or save the phase as float radians"
             )
         return arr.astype(np.float64) * float(phase_scale)
     return arr.astype(np.float64) if phase_scale is None else arr.astype(np.float64) * float(phase_scale)

@@ -163,7 +163,7 @@ def evidence_record(
         return {
             "unavailable": f"no evidence measured: the image is {arr.dtype}, counts not radians; the "
             "measures need phase in radians or a complex object (.npz/.h5/.cxi/.npy, float TIFF), or the "
-            "value-to-radian scale of an integer phase image"
+            "value-to-radian scale of an integer phase image (`--phase-scale RAD_PER_VALUE`)"
         }
     positions = geometry.positions_px
     if positions is not None and len(positions):
