@@ -397,3 +397,41 @@ def test_an_image_sent_calibrated_reopens_calibrated_in_a_new_window(make_napari
     np.testing.assert_allclose(image_layer.scale, (0.4466, 0.4466))
     assert tuple(str(u) for u in image_layer.units) == ("micrometer", "micrometer")
     np.testing.assert_allclose(w.shapes_layer.scale, (0.4466, 0.4466))
+
+
+def test_review_in_teach_order_queues_what_teaches_most_first_with_why(make_napari_viewer, qtbot, tmp_path):
+    """The order section ranks the unreviewed images in a worker; the queue follows that ranking and the
+    panel says why the image in view comes next (an unsure prediction before a confident one)."""
+    from napari_fracto.dataset import Dataset
+
+    rng = np.random.default_rng(0)
+    with Dataset.create(tmp_path / "ds") as ds:
+        done = ds.add_image(rng.random((32, 32)), task="fracture", name="done.npy")
+        ds.save_review(done, "fracture", [Finding(LABELS[0], None)], reviewer="t")
+        for k, confidence in enumerate((0.95, 0.52)):
+            image_id = ds.add_image(rng.random((32, 32)) * (k + 1), task="fracture", name=f"{k}.npy")
+            result = AnalysisResult(
+                "fracture",
+                [Finding(LABELS[k], confidence)],
+                "{}",
+                "openai",
+                "m",
+                None,
+                "p",
+                "1",
+                0.1,
+                (32, 32),
+            )
+            ds.save_prediction(image_id, result)
+    _, w = _widget(make_napari_viewer, qtbot, tmp_path / "ds")
+    w.task_combo.setCurrentText("fracture")
+    assert w.teach.order() == "teach"  # the default order
+    with qtbot.waitSignal(w.image_loaded, timeout=60_000):
+        assert w.teach.start()
+    assert [e.name for e in w.queue.entries] == ["1.npy", "0.npy"]  # the unsure one first; reviewed left out
+    assert w.image_label.text().startswith("1 / 2: 1.npy")
+    assert "unsure" in w.teach.why_label.text()
+    w.teach.order_combo.setCurrentIndex(w.teach.order_combo.findData("file"))
+    with qtbot.waitSignal(w.image_loaded, timeout=60_000):
+        assert w.teach.start()
+    assert [e.name for e in w.queue.entries] == ["0.npy", "1.npy"]

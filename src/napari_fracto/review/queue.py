@@ -102,13 +102,22 @@ class ReviewQueue:
 
     @classmethod
     def from_order(
-        cls, dataset: Dataset, task: str, image_ids: Sequence[str], *, key: str, source: str = ""
+        cls,
+        dataset: Dataset,
+        task: str,
+        image_ids: Sequence[str],
+        *,
+        key: str,
+        source: str = "",
+        restore: bool = True,
     ) -> ReviewQueue:
         """The dataset images `image_ids` in that order (e.g. a ranking of what to review first), each
-        named by its original file name; ids not in the dataset are left out. Remembered under `key`."""
+        named by its original file name; ids not in the dataset are left out. Remembered under `key`;
+        `restore` False starts at the first image (a new set or a new ranking, not the one left)."""
         entries = [QueueEntry(str(i), "") for i in image_ids]  # named from the dataset
         queue = cls(dataset, task, entries, key=key, source=source)
-        queue._restore_position()
+        if restore:
+            queue._restore_position()
         queue._persist()
         return queue
 

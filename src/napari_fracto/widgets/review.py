@@ -68,13 +68,14 @@ class ReviewWidget(ReviewFormMixin, CanvasMixin, PanelMixin, QWidget):
         bind_text(self.dataset_edit, self.state, "dataset")
         bind_text(self.task_combo, self.state, "task")
         self.state.events.sent_to_review.connect(self._on_sent)
+        self.image_loaded.connect(self._show_why)
         self._set_enabled()
         fit_width(self)
 
     # ---- the loop: images sent from Analyze ------------------------------------------------------------
     def _on_sent(self, image_ids: tuple[str, ...]) -> None:
         """Analyze sent images to the shared dataset: queue them here, first unreviewed on screen."""
-        from napari_fracto.review import QueueEntry, ReviewQueue
+        from napari_fracto.review import ReviewQueue
 
         if not image_ids:
             return
@@ -82,13 +83,13 @@ class ReviewWidget(ReviewFormMixin, CanvasMixin, PanelMixin, QWidget):
         is_open = self.dataset is not None and Path(self.dataset.root).resolve() == root.resolve()
         if not is_open and not self.open_dataset(root, resume=False):
             return
-        entries = [
-            QueueEntry(i, self.dataset.image(i).original_name or i[:12]) for i in dict.fromkeys(image_ids)
-        ]
-        task = self.dataset.image(entries[0].image_id).task or self.task_combo.currentText()
-        queue = ReviewQueue(self.dataset, task, entries, key="analyze", source="sent from Analyze")
-        queue._persist()
-        self._start(queue)
+        ids = list(dict.fromkeys(image_ids))
+        task = self.dataset.image(ids[0]).task or self.task_combo.currentText()
+        self._start(
+            ReviewQueue.from_order(
+                self.dataset, task, ids, key="analyze", source="sent from Analyze", restore=False
+            )
+        )
 
     def papers_target(self) -> tuple[Path, str] | None:
         """Where "Add papers…" adds panels: the open dataset, under the chosen task."""
@@ -103,7 +104,29 @@ class ReviewWidget(ReviewFormMixin, CanvasMixin, PanelMixin, QWidget):
         if not image_ids or self.dataset is None:
             return
         task = self.task_combo.currentText()
-        self._start(ReviewQueue.from_order(self.dataset, task, image_ids, key="papers", source="papers"))
+        self._start(
+            ReviewQueue.from_order(
+                self.dataset, task, image_ids, key="papers", source="papers", restore=False
+            )
+        )
+
+    def _on_ranked(self, order: str, ranked: list[Any]) -> None:
+        """A ranking of the unreviewed images came back: review them in that order, each with its why."""
+        from napari_fracto.review import ReviewQueue
+
+        if self.dataset is None:
+            return
+        ids = [r.item_id for r in ranked]
+        task = self.task_combo.currentText()
+        self._start(
+            ReviewQueue.from_order(
+                self.dataset, task, ids, key=f"order-{order}", source=f"{order} order", restore=False
+            )
+        )
+
+    def _show_why(self, _index: int) -> None:
+        current = self.queue.current if self.queue is not None else None
+        self.teach.show_reasons(current.image_id if current is not None else None)
 
     def queue_entries(self) -> tuple[Path, str, Iterable[tuple[str, str]]] | None:
         """What "Run the model" works on: the dataset folder, the task and the queue's images (read page

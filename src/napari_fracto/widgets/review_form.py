@@ -115,6 +115,12 @@ class ReviewFormMixin:
         self.papers.finished.connect(self._on_papers_added)
         layout.addWidget(self.papers)
 
+        from napari_fracto.widgets.review_teach import TeachSection
+
+        self.teach = TeachSection(self.papers_target)
+        self.teach.ranked.connect(self._on_ranked)
+        layout.addWidget(self.teach)
+
         self.predict = PredictSection(self.state, self.queue_entries)
         self.predict.finished.connect(self._on_predicted)
         layout.addWidget(self.predict)
