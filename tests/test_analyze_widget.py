@@ -839,3 +839,36 @@ def test_examples_without_reviewed_train_images_are_a_notification(setup, qtbot,
     widget.analyze_button.click()  # no dataset: refused at once, before any worker starts
     assert any("need a corrections dataset" in m for s, m in notifications() if s == "error")
     assert not widget.busy
+
+
+def test_a_second_opinion_is_asked_beside_and_shown_label_by_label(setup, qtbot, tmp_path):
+    """A specialist (here scripted) and a generalist over real HTTP, asked together off the Qt thread;
+    the panel shows per label where they agree, and the generalist's own words."""
+    from napari_fracto.testing.fake_openai_server import FakeOpenAIServer
+    from napari_fracto.testing.scripted import ScriptedBackend
+
+    viewer, widget = setup
+    widget.task_combo.setCurrentText("fracture")
+    viewer.add_image(np.random.default_rng(0).random((64, 64)).astype(np.float32), name="sem")
+    specialist = '{"labels": [{"label": "equiaxed dimples", "confidence": 0.9}, {"label": "mist"}]}'
+    generalist = '{"labels": [{"label": "equiaxed dimples"}, {"label": "secondary cracks"}]}\nA long crack.'
+    _use(widget, ScriptedBackend(specialist))
+    with FakeOpenAIServer(answer=generalist) as server:
+        config = tmp_path / "generalist.toml"
+        config.write_text(
+            f'name = "generalist"\nbackend = "openai"\nmodel = "fake-model"\nbase_url = "{server.base_url}"\n'
+        )
+        widget.second_opinion_edit.setText(str(config))
+        _run(widget, qtbot)
+        assert len(server.chat_requests()) == 1
+    text = widget.second_label.text()
+    assert "both name: equiaxed dimples" in text
+    assert "only this model: mist" in text
+    assert "only the second: secondary cracks" in text
+    assert "A long crack." in text
+    assert widget.second_result_section.isVisibleTo(widget)
+    assert widget.last_result.evidence["second_opinion"]["source"] == "generalist"  # in the record
+
+    widget.second_opinion_edit.setText(str(tmp_path / "missing.toml"))
+    widget.analyze_button.click()  # a bad file: said in the panel, nothing runs
+    assert "Second opinion" in widget.error_panel.message.text()

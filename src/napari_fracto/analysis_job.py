@@ -52,6 +52,7 @@ class AnalysisJob:
     geometry: ScanGeometry | None = None
     recon_settings: str = ""
     examples: ExamplesChoice | None = None  # in-context examples from a corrections dataset
+    second_opinion: str = ""  # a configuration file (TOML/JSON) asked beside the backend, its host confirmed
     built_backend: bool = False  # this job made its backend (rather than reusing the widget's)
     analysed: Any = None  # the array the model was asked about (complex for a phase + amplitude pair)
 
@@ -85,16 +86,29 @@ class AnalysisJob:
                 chooser.close()
 
     def _analyze(self, array: np.ndarray, examples: Any) -> AnalysisResult:
-        from napari_fracto.analysis import analyze_array
-        from napari_fracto.sem_context import sem_options
 
         if self.backend is None:
             self.backend = self.make_backend(self.settings, self.api_key)
             self.built_backend = True
+        backend = self.backend
+        if self.second_opinion:  # both asked at once (one Cancel stops both); consent asked beforehand
+            from napari_fracto.second_opinion import paired_backend
+
+            backend = paired_backend(self.backend, self.second_opinion, lambda _settings: True)
+        try:
+            return self._ask(array, examples, backend)
+        finally:
+            if backend is not self.backend:
+                backend.close_second()
+
+    def _ask(self, array: np.ndarray, examples: Any, backend: Backend) -> AnalysisResult:
+        from napari_fracto.analysis import analyze_array
+        from napari_fracto.sem_context import sem_options
+
         return analyze_array(
             array,
             task=self.task,
-            backend=self.backend,
+            backend=backend,
             max_image_tokens=self.settings.max_image_tokens,
             max_new_tokens=self.settings.max_new_tokens,
             tiles=self.tiles,

@@ -59,8 +59,12 @@ class SecondOpinionBackend:
         return reply
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.close_second()
         self.first.close()
+
+    def close_second(self) -> None:
+        """Close the second configuration only (Analyze keeps its own backend loaded between runs)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
         self.second.close()
 
 

@@ -190,6 +190,8 @@ def evidence_lines(record: dict[str, Any]) -> list[str]:
         return []
     if "unavailable" in record:
         return [str(record["unavailable"])]
+    if "thresholds" not in record:  # no measures (e.g. only a second opinion or reconstruction settings)
+        return []
     from napari_fracto.ptycho.evidence import BLUR, GRID, LOW_CONTRAST, RAMP, SINGULARITY
 
     t = record.get("thresholds", {})

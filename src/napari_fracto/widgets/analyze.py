@@ -226,6 +226,9 @@ class AnalyzeWidget(FormMixin, AdaptersMixin, LayersMixin, ResultsMixin, QWidget
         if settings.kind == "openai" and not self._remote_confirmed(settings):
             show_info("Not sent: the remote server was not confirmed.")
             return
+        second = self.second_opinion_edit.text().strip()
+        if second and not self._second_opinion_allowed(second):
+            return
 
         api_key = self.api_key_edit.text().strip() or None
         key = settings.model_dump_json() + "\0" + (api_key or "")
@@ -252,8 +255,26 @@ class AnalyzeWidget(FormMixin, AdaptersMixin, LayersMixin, ResultsMixin, QWidget
             geometry=parts.geometry if parts is not None else None,
             recon_settings=self.recon_settings_edit.toPlainText().strip() if task == "ptychography" else "",
             examples=examples,
+            second_opinion=second,
         )
         self._start(job, layer, plane)
+
+    def _second_opinion_allowed(self, path: str) -> bool:
+        """The second opinion's file reads, and its server (if any) may receive the image: asked here,
+        on the Qt thread, before the worker starts."""
+        from napari_fracto.errors import UserError
+        from napari_fracto.second_opinion import load_second_opinion
+
+        try:
+            config = load_second_opinion(path)
+        except (UserError, OSError, ValueError) as exc:
+            self.second_section.set_expanded(True)
+            self.error_panel.show_message(f"Second opinion: {exc}")
+            return False
+        if config.settings.kind == "openai" and not self._remote_confirmed(config.settings):
+            show_info("Not sent: the second opinion's server was not confirmed.")
+            return False
+        return True
 
     def _validated_settings(self) -> BackendSettings:
         from pydantic import ValidationError

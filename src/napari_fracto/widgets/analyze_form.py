@@ -212,7 +212,31 @@ class FormMixin:
         eform.addRow("Selection", self.selection_combo)
         self.examples_section = _Section("Examples (in-context)", examples, expanded=False)
         layout.addWidget(self.examples_section)
+        second = QWidget()
+        sform = QFormLayout(second)
+        self.second_opinion_edit = QLineEdit()
+        self.second_opinion_edit.setPlaceholderText("configuration file (.toml / .json), empty: none")
+        self.second_opinion_edit.setToolTip(
+            "A second model asked the same question at the same time (e.g. an API model beside your "
+            "fine-tuned one): the keys of one comparison entry (backend, model, base_url, adapter, ...). "
+            "Both answers are recorded; the panel shows where they agree."
+        )
+        second_browse = QToolButton()
+        second_browse.setText("…")
+        second_browse.clicked.connect(self._browse_second_opinion)
+        sform.addRow("Config", hbox(self.second_opinion_edit, second_browse))
+        self.second_section = _Section("Second opinion", second, expanded=False)
+        layout.addWidget(self.second_section)
         self._feature_cache: Any = None
+
+    def _browse_second_opinion(self) -> None:
+        from qtpy.QtWidgets import QFileDialog
+
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Second opinion configuration", "", "Configurations (*.toml *.json);;All files (*)"
+        )
+        if path:
+            self.second_opinion_edit.setText(path)
 
     def _build_run(self, layout: QVBoxLayout) -> None:
         """Analyze / Cancel, progress, status and the last error."""
@@ -255,6 +279,12 @@ class FormMixin:
             "Cheap measures on the image as sent to the model; ⚑ marks a measure past its threshold. "
             "Thresholds and how each is measured: docs/ptychography.md."
         )
+        self.second_label = QLabel("")
+        self.second_label.setWordWrap(True)
+        self.second_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.second_result_section = _Section("Second opinion's answer", self.second_label, expanded=True)
+        self.second_result_section.setVisible(False)
+        layout.addWidget(self.second_result_section)
         self.evidence_section = _Section("Evidence", self.evidence_label, expanded=True)
         self.evidence_section.setVisible(False)
         layout.addWidget(self.evidence_section)

@@ -99,6 +99,7 @@ class LayersMixin:
             label.setText("")
         self.results_table.setRowCount(0)
         self.evidence_section.setVisible(False)
+        self.second_result_section.setVisible(False)
         self.raw_text.setPlainText("")
         self._shown_for = None
 

@@ -92,8 +92,34 @@ class ResultsMixin:
         self.unknown_label.setText(unknown_labels_text(result))
         self.advice_label.setText(advice_text(result))
         self._show_evidence(result)
+        self._show_second_opinion(result)
         self.raw_text.setPlainText(result.raw_text)
         self._shown_for = self.image_combo.currentText() or self._shown_for
+
+    def _show_second_opinion(self, result: AnalysisResult) -> None:
+        """Where the two configurations agree, label by label, and the second's own answer."""
+        second = result.evidence.get("second_opinion")
+        self.second_result_section.setVisible(bool(second))
+        if not second:
+            self.second_label.setText("")
+            return
+        if second.get("error"):
+            self.second_label.setText(f"{second.get('source', '')}: no answer ({second['error']})")
+            return
+        agreement = dict(second.get("agreement", {}))
+        groups = {
+            how: [label for label, h in agreement.items() if h == how] for how in ("both", "first only")
+        }
+        groups["second only"] = [label for label, h in agreement.items() if h == "second only"]
+        lines = [f"{second.get('source', 'second opinion')}:"]
+        for how, text in (
+            ("both", "both name"),
+            ("first only", "only this model"),
+            ("second only", "only the second"),
+        ):
+            lines.append(f"{text}: {', '.join(groups[how]) or '—'}")
+        lines.append(f"Its answer: {str(second.get('text', '')).strip()[:2000]}")
+        self.second_label.setText("\n".join(lines))
 
     def _show_evidence(self, result: AnalysisResult) -> None:
         from napari_fracto.ptycho.prepare import evidence_lines
