@@ -284,3 +284,35 @@ def test_cli_runs_shots_against_a_server_and_reruns_from_cache(dataset, tmp_path
         assert (out / name).is_file()
     assert cli.main(["eval", "--dataset", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
     assert "no dataset" in capsys.readouterr().err
+
+
+def test_fractographs_are_scored_at_the_failure_mode_level_too(dataset, tmp_path):
+    """Always answering dimples implies ductile overload: right on the two ductile images (dimples), wrong on
+    cleavage (transgranular) and half right on dimples + striations (ductile and fatigue)."""
+    run = evaluate(dataset, [config(name="always dimples")], tmp_path / "out", Factory())
+    (result,) = run.results
+    modes = result.mode_scores
+    # truth modes: {ductile}, {transgranular}, {ductile, fatigue}; predicted {ductile} x3: TP 2, FP 1, FN 2
+    assert modes is not None
+    assert modes.n_images == 3
+    assert modes.micro_f1 == pytest.approx(4 / 7)
+    by_label = {ls.label: ls for ls in modes.per_label}
+    assert by_label["ductile overload"].tp == 2
+    assert by_label["brittle transgranular"].fn == 1
+    assert by_label["fatigue"].fn == 1
+    from napari_fracto.evaluation.report import load_run, markdown_table
+
+    assert "failure-mode micro-F1" in markdown_table(run)
+    write_reports(run, tmp_path / "out")
+    assert load_run(tmp_path / "out").results[0].mode_scores.micro_f1 == pytest.approx(4 / 7)
+
+
+def test_the_verdict_names_the_failure_mode_the_features_suggest():
+    from napari_fracto.findings import AnalysisResult
+    from napari_fracto.overlay import verdict_text
+    from napari_fracto.vocabulary import load_vocabulary
+
+    result = AnalysisResult(
+        "fracture", [Finding("fatigue striations", 0.8)], "{}", "b", "m", None, "p", "1", 0.1, (8, 8)
+    )
+    assert verdict_text(result, load_vocabulary("fracture")).endswith("; suggests fatigue")

@@ -227,7 +227,17 @@ def verdict_text(result: AnalysisResult, vocab: _Vocabulary | None = None) -> st
     if result.task in _NOUNS:
         noun = singular if len(found) == 1 else plural
         return f"{len(found)} {noun} flagged: {listed}"
-    return f"Found: {listed}"
+    return f"Found: {listed}" + _implied_modes_text(vocab, found)
+
+
+def _implied_modes_text(vocab: Any, labels: list[str]) -> str:
+    """'; suggests ductile overload' when the features found imply failure modes (`failure_modes`)."""
+    if vocab is None or not getattr(vocab, "mode_task", ""):
+        return ""
+    from napari_fracto.failure_modes import implied_modes
+
+    modes = implied_modes(vocab, labels)
+    return f"; suggests {' or '.join(modes)}" if modes else ""
 
 
 def unknown_labels_text(result: AnalysisResult) -> str:

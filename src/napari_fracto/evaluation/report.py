@@ -30,6 +30,7 @@ COLUMNS = (
     "advice micro-F1",
     "new / cached",
     "ECE",  # expected calibration error, where answers carry confidences (evaluation/calibration.py)
+    "failure-mode micro-F1",  # the modes the labels imply, for a task with a mode level (failure_modes)
 )
 CHART_METRICS = (("micro_f1", "micro-F1"), ("macro_f1", "macro-F1"), ("set_precision", "set precision"))
 
@@ -66,6 +67,7 @@ def table_rows(run: EvalRun) -> list[dict[str, str]]:
                 "latency mean (s)": _fmt(s.latency_mean, 2) if s else "–",
                 "latency median (s)": _fmt(s.latency_median, 2) if s else "–",
                 "advice micro-F1": _with_ci(r.advice_scores, "micro_f1"),
+                "failure-mode micro-F1": _with_ci(r.mode_scores, "micro_f1"),
                 "ECE": _fmt(r.calibration.ece) if r.calibration else "–",
                 "new / cached": f"{r.asked} / {r.cached}",
             }
@@ -122,6 +124,7 @@ def to_json(run: EvalRun) -> dict[str, Any]:
                 "cached": r.cached,
                 "scores": r.scores.to_dict() if r.scores else None,
                 "advice_scores": r.advice_scores.to_dict() if r.advice_scores else None,
+                "mode_scores": r.mode_scores.to_dict() if r.mode_scores else None,
                 "calibration": r.calibration.to_dict() if r.calibration else None,
                 "predictions": [
                     {
@@ -185,7 +188,7 @@ def write_csv(run: EvalRun, out: Path) -> tuple[Path, Path]:
         ]
         row += [_num(r.advice_scores.micro_f1) if r.advice_scores else "", r.asked, r.cached, r.error]
         rows.append(row)
-        for kind, scores in (("label", s), ("advice", r.advice_scores)):
+        for kind, scores in (("label", s), ("advice", r.advice_scores), ("failure mode", r.mode_scores)):
             for ls in scores.per_label if scores else []:
                 label_rows.append(
                     [
@@ -313,6 +316,7 @@ def load_run(folder: str | Path) -> EvalRun:
                     ],
                     scores=_scores_from(r.get("scores")),
                     advice_scores=_scores_from(r.get("advice_scores")),
+                    mode_scores=_scores_from(r.get("mode_scores")),
                     asked=int(r.get("asked", 0)),
                     cached=int(r.get("cached", 0)),
                     error=str(r.get("error", "")),

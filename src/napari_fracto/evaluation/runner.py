@@ -69,6 +69,7 @@ class ConfigResult:
     predictions: list[Prediction] = field(default_factory=list)
     scores: Scores | None = None
     advice_scores: Scores | None = None
+    mode_scores: Scores | None = None  # the failure modes the labels imply (a task with a mode level)
     calibration: Any = None  # evaluation.calibration.Calibration, when the answers carry confidences
     asked: int = 0  # predictions made in this run (the rest came from the cache)
     cached: int = 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from napari_fracto.metrics import ImageOutcome, Rules, score
+from napari_fracto.metrics import ImageOutcome, Rules, Scores, score
 
 if TYPE_CHECKING:
     from napari_fracto.backends.base import Backend, VLMReply, VLMRequest
@@ -127,6 +127,7 @@ def score_run(run: EvalRun, vocab: Any, rules: Rules, *, resamples: int | None, 
                 rules=rules,
                 burn=label_burn[i],
             )
+            result.mode_scores = _mode_scores(vocab, label_sets[i], truth, resamples, seed, rules)
         if advice_sets[i]:
             result.advice_scores = score(
                 outcomes_of(advice_sets[i], truth, advice=True),
@@ -137,6 +138,27 @@ def score_run(run: EvalRun, vocab: Any, rules: Rules, *, resamples: int | None, 
                 rules=rules,
                 burn=advice_burn[i],
             )
+
+
+def _mode_scores(
+    vocab: Any,
+    predictions: Sequence[Prediction],
+    truth: dict[str, dict[str, Any]],
+    resamples: int,
+    seed: int,
+    rules: Rules,
+) -> Scores | None:
+    """Scores of the failure modes the predicted labels imply against those of the corrections (a
+    feature vocabulary with a mode level, `failure_modes`); None without one or without true modes."""
+    from napari_fracto.failure_modes import mode_outcomes, mode_vocabulary
+
+    modes = mode_vocabulary(vocab)
+    if modes is None:
+        return None
+    at_mode = [o for o in mode_outcomes(vocab, outcomes_of(predictions, truth)) if o.true]
+    if not at_mode:
+        return None
+    return score(at_mode, modes.names(), resamples=resamples, seed=seed, rules=rules)
 
 
 def _theirs(names: Sequence[str], advice: bool) -> list[str]:
