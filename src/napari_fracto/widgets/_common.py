@@ -278,6 +278,30 @@ class RunControls:
     status: QLabel
     errors: ErrorPanel
 
+    def running(self, text: str) -> None:
+        """A run started: Start off, Cancel on, a busy progress bar, `text` as the status."""
+        self.errors.clear()
+        self.start.setEnabled(False)
+        self.cancel.setEnabled(True)
+        self.progress.setVisible(True)
+        self.progress.setRange(0, 0)
+        self.status.setText(text)
+
+    def idle(self, text: str | None = None) -> None:
+        """The run is over: Start on, Cancel off, the progress bar hidden (and `text` as the status)."""
+        self.start.setEnabled(True)
+        self.cancel.setEnabled(False)
+        self.progress.setVisible(False)
+        if text is not None:
+            self.status.setText(text)
+
+    def show_progress(self, done: int, total: int, message: str) -> None:
+        """A worker's progress relayed to the Qt thread (total 0: still busy, no count)."""
+        if total > 0:
+            self.progress.setRange(0, total)
+            self.progress.setValue(done)
+        self.status.setText(message)
+
 
 def add_run_controls(
     layout: Any,

@@ -32,7 +32,6 @@ class PapersSection(QWidget):
         self._cancel: threading.Event | None = None
         self._worker: Any = None
         self._relay = ProgressRelay(self)
-        self._relay.progress.connect(self._on_progress)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         self.rare_check = QCheckBox("Only panels about rare labels")
@@ -49,6 +48,8 @@ class PapersSection(QWidget):
             tooltip="Figures of PDFs or JATS articles: micrograph panels with their caption and citing text, "
             "added as unreviewed (plots, schematics, photographs and reprints left out).",
         )
+        self.run = run
+        self._relay.progress.connect(run.show_progress)
         self.add_button, self.cancel_button, self.progress_bar = run.start, run.cancel, run.progress
         self.status_label, self.error_panel = run.status, run.errors
 
@@ -79,12 +80,7 @@ class PapersSection(QWidget):
         root, task = target
         cancel = threading.Event()
         self._cancel = cancel
-        self.error_panel.clear()
-        self.add_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
-        self.progress_bar.setVisible(True)
-        self.progress_bar.setRange(0, 0)
-        self.status_label.setText("Reading the papers …")
+        self.run.running("Reading the papers …")
         files = [Path(p) for p in paths]
 
         def job() -> Any:
@@ -105,18 +101,10 @@ class PapersSection(QWidget):
             self._cancel.set()
             self.status_label.setText("Cancelling after the current paper (it is not half-added) …")
 
-    def _on_progress(self, done: int, total: int, message: str) -> None:
-        if total > 0:
-            self.progress_bar.setRange(0, total)
-            self.progress_bar.setValue(done)
-        self.status_label.setText(message)
-
     def _returned(self, outcome: Outcome) -> None:
         self._cancel = None
         self._worker = None
-        self.add_button.setEnabled(True)
-        self.cancel_button.setEnabled(False)
-        self.progress_bar.setVisible(False)
+        self.run.idle()
         if outcome.error:
             self.status_label.setText("Failed.")
             self.error_panel.show_outcome(outcome)

@@ -113,7 +113,6 @@ class PredictSection(QWidget):
         self.make_backend: Callable[[BackendSettings, str | None], Backend] = default_make_backend
         self._cancel: threading.Event | None = None
         self._relay = ProgressRelay(self)
-        self._relay.progress.connect(self._on_progress)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         run = add_run_controls(
@@ -124,6 +123,8 @@ class PredictSection(QWidget):
             tooltip="Predict the queue's images that have no prediction yet, with Analyze's model and "
             "adapter.",
         )
+        self.run = run
+        self._relay.progress.connect(run.show_progress)
         self.run_button, self.cancel_button, self.progress_bar = run.start, run.cancel, run.progress
         self.status_label, self.error_panel = run.status, run.errors
 
@@ -149,12 +150,7 @@ class PredictSection(QWidget):
             return
         cancel = threading.Event()
         self._cancel = cancel
-        self.error_panel.clear()
-        self.run_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
-        self.progress_bar.setVisible(True)
-        self.progress_bar.setRange(0, 0)
-        self.status_label.setText("Starting …")
+        self.run.running("Starting …")
 
         def job() -> int:
             return predict_unreviewed(root, task, entries, settings, self.make_backend, cancel, self._relay)
@@ -169,18 +165,10 @@ class PredictSection(QWidget):
             self._cancel.set()
             self.status_label.setText("Cancelling after the current image …")
 
-    def _on_progress(self, done: int, total: int, message: str) -> None:
-        if total > 0:
-            self.progress_bar.setRange(0, total)
-            self.progress_bar.setValue(done)
-        self.status_label.setText(message)
-
     def _returned(self, outcome: Outcome) -> None:
         self._cancel = None
         self._worker = None
-        self.run_button.setEnabled(True)
-        self.cancel_button.setEnabled(False)
-        self.progress_bar.setVisible(False)
+        self.run.idle()
         count = 0
         if outcome.cancelled:
             self.status_label.setText("Cancelled; the predictions made so far are stored.")

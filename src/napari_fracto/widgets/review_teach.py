@@ -54,6 +54,7 @@ class TeachSection(QWidget):
             tooltip="Queue the dataset's unreviewed images of the task in the chosen order (ranked in the "
             "background: image features are computed for the teach order).",
         )
+        self.run = run
         self.start_button, self.cancel_button, self.progress_bar = run.start, run.cancel, run.progress
         self.status_label, self.error_panel = run.status, run.errors
         self.why_label = QLabel("")
@@ -81,12 +82,7 @@ class TeachSection(QWidget):
         order = self.order()
         self._generation += 1
         generation = self._generation
-        self.error_panel.clear()
-        self.start_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
-        self.progress_bar.setVisible(True)
-        self.progress_bar.setRange(0, 0)
-        self.status_label.setText(f"Ranking the unreviewed {task} images ({order}) …")
+        self.run.running(f"Ranking the unreviewed {task} images ({order}) …")
 
         def job() -> Any:
             from napari_fracto.dataset import Dataset
@@ -108,10 +104,7 @@ class TeachSection(QWidget):
 
     def _idle(self, text: str) -> None:
         self._worker = None
-        self.start_button.setEnabled(True)
-        self.cancel_button.setEnabled(False)
-        self.progress_bar.setVisible(False)
-        self.status_label.setText(text)
+        self.run.idle(text)
 
     def _returned(self, outcome: Outcome, order: str, generation: int) -> None:
         if generation != self._generation:
