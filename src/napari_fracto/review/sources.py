@@ -208,7 +208,7 @@ def _product_plane(ds: Dataset, path: Path, suffix: str, task: str) -> QueueEntr
     raise QueueError(f"{path.name} has no{suffix or ' such plane'}; analyse the file again")
 
 
-def _add_source(ds: Dataset, source: str, base: Path, task: str, cache: dict[Path, Any]) -> QueueEntry:
+def _add_source(ds: Dataset, source: str, base: Path, task: str, cache: dict[Any, Any]) -> QueueEntry:
     """Store the image a record's `source` names: a file, a plane of a stack, or a named array (part) of a
     container, named as `analyze` and the viewer name them (`io.images`)."""
     from napari_fracto.io.images import source_file, split_source
@@ -249,13 +249,13 @@ def _read(path: Path, read: Any) -> Any:
         raise QueueError(f"cannot read {path.name}: {exc}") from None
 
 
-def _add_part(ds: Dataset, path: Path, rest: str, task: str, cache: dict[Path, Any]) -> QueueEntry:
+def _add_part(ds: Dataset, path: Path, rest: str, task: str, cache: dict[Any, Any]) -> QueueEntry:
     """A named array of a container (`f.npz [f obj phase]`, `f.h5 [data] [plane 2]`): the image the
     reader gave `analyze` under that name, the part (phase or amplitude) included."""
     from napari_fracto.io.images import reader_planes
 
     part = "amplitude" if "amplitude]" in rest else "phase"
-    key = path.with_name(f"{path.name}\0{part}")  # the planes of one file and part, cached together
+    key = (path, part)  # the planes of one file and part, cached together
     if key not in cache:
         cache.clear()
         cache[key] = dict(_read(path, lambda p: reader_planes(p, part)))
@@ -320,7 +320,7 @@ def _collect_records(
 ) -> Collected:
     """Store the images and predictions of analysis records (JSON text or dicts), named by `where`."""
     out = Collected(task=task or "")
-    cache: dict[Path, Any] = {}
+    cache: dict[Any, Any] = {}  # one file's arrays (by path, or by path and part)
     other_tasks: set[str] = set()
     seen: set[str] = set()
     jsonl = origin
